@@ -1,0 +1,70 @@
+"""Stored self-attention inputs of one frame, per (layer, cond/uncond group, denoising step)."""
+from __future__ import annotations
+
+import torch
+
+from .errors import CrossFrameError
+from .steps import SigmaIndex
+
+
+class AttentionBank:
+    """One frame's attn1 inputs (pre-projection hidden states, [tokens, channels]) at every recorded step.
+
+    Used for the reference frame (STORE), for the clip's first frame when a clip is sampled in chunks, and
+    for the last frame of a chunk (the `prev` of the next chunk). Keys: layer id (any hashable), group key
+    (cond flag and its ordinal in the call, so cond and uncond never mix), and the step's sigma slot.
+    """
+
+    def __init__(self, label: str, device: torch.device | None = None, dtype: torch.dtype | None = None):
+        self.label = label                # says what this bank is in error messages
+        self.device = device              # None: keep the recorded tensor's device
+        self.dtype = dtype                # None: keep the recorded tensor's dtype
+        self.steps = SigmaIndex()
+        self._entries: dict[tuple, torch.Tensor] = {}
+        self.layers: set = set()
+        self.groups: set = set()
+        self.latent_shape: tuple | None = None   # (channels, height, width) of the latent it was sampled at
+        self.model_ref = None                    # weakref to the model that produced it, when known
+
+    def __len__(self):
+        return len(self._entries)
+
+    @property
+    def filled(self) -> bool:
+        return bool(self._entries)
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self._entries.values())
+
+    def record(self, layer, group, sigma: float, tokens: torch.Tensor) -> None:
+        """Keep a copy of `tokens` ([T, C]); a view of the live batch must not keep the batch alive."""
+        slot = self.steps.slot_for_record(sigma)
+        dev = tokens.device if self.device is None else self.device
+        dt = tokens.dtype if self.dtype is None else self.dtype
+        kept = tokens.detach().to(device=dev, dtype=dt, copy=True)
+        self._entries[(layer, group, slot)] = kept
+        self.layers.add(layer)
+        self.groups.add(group)
+
+    def slot(self, sigma: float) -> int:
+        return self.steps.slot_for_lookup(sigma, self.label)
+
+    def fetch(self, layer, groups, slot: int, like: torch.Tensor) -> torch.Tensor:
+        """[len(groups), T, C] on `like`'s device and dtype, for the groups of one model call."""
+        rows = []
+        for group in groups:
+            entry = self._entries.get((layer, group, slot))
+            if entry is None:
+                raise CrossFrameError(self._missing_message(layer, group))
+            rows.append(entry)
+        stacked = rows[0].unsqueeze(0) if len(rows) == 1 else torch.stack(rows)
+        return stacked.to(device=like.device, dtype=like.dtype, non_blocking=True)
+
+    def _missing_message(self, layer, group) -> str:
+        if group not in self.groups:
+            kind = "positive (cond)" if group[0] == 0 else "negative (uncond)"
+            return (f"{self.label} has no {kind} attention recorded: it was sampled with a different CFG "
+                    "setup (cfg = 1 skips the negative prompt). Sample the reference and the frames with "
+                    "the same cfg (both 1 or both > 1) and the same conditioning layout.")
+        return (f"{self.label} has nothing recorded for attention layer {layer}: it was stored for other "
+                "blocks. Use the same blocks for storing and for the frames.")

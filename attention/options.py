@@ -1,0 +1,92 @@
+"""What the user chose: which layers, which anchors, which part of the schedule, where the bank lives."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .errors import CrossFrameError
+
+# U-Net block groups, named as ComfyUI names them in extra_options["block"][0].
+BLOCK_GROUPS = ("input", "middle", "output")
+# Every non-empty mix, in the order a user reads them; "output" (the decoder) is the method's classic choice.
+BLOCK_CHOICES = ("output", "input", "middle", "input+middle", "input+output", "middle+output",
+                 "input+middle+output")
+
+ANCHOR_CHOICES = ("first+previous", "first", "previous")
+BANK_DEVICE_CHOICES = ("auto", "cpu")
+BANK_DTYPE_CHOICES = ("auto", "float16", "bfloat16", "float32")
+_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+def parse_blocks(choice: str) -> frozenset[str]:
+    """"input+output" -> {"input", "output"}; rejects names that are not U-Net block groups."""
+    groups = frozenset(part.strip() for part in str(choice).split("+") if part.strip())
+    unknown = groups - set(BLOCK_GROUPS)
+    if not groups or unknown:
+        raise CrossFrameError(
+            f"blocks={choice!r} is not a block choice; use one of {', '.join(BLOCK_CHOICES)}.")
+    return groups
+
+
+@dataclass(frozen=True)
+class CrossFrameOptions:
+    """Options of the cross-frame attention method, shared by the ComfyUI nodes and the diffusers pipeline.
+
+    anchors: which earlier frames the keys/values come from ("first+previous" is the method as published).
+    include_self: also attend to the frame's own tokens ("loose" mode: less ghosting on large motion,
+        weaker consistency).
+    start_percent / end_percent: the part of the denoising schedule where cross-frame attention acts;
+        outside it the frames use ordinary self-attention.
+    bank_device / bank_dtype: where stored attention inputs live ("auto" = the model's device and dtype).
+    """
+
+    blocks: frozenset = frozenset({"output"})
+    anchors: str = "first+previous"
+    include_self: bool = False
+    start_percent: float = 0.0
+    end_percent: float = 1.0
+    bank_device: str = "auto"
+    bank_dtype: str = "auto"
+
+    def __post_init__(self):
+        if isinstance(self.blocks, str):
+            object.__setattr__(self, "blocks", parse_blocks(self.blocks))
+        else:
+            object.__setattr__(self, "blocks", frozenset(self.blocks))
+            unknown = self.blocks - set(BLOCK_GROUPS)
+            if not self.blocks or unknown:
+                raise CrossFrameError(f"blocks {sorted(self.blocks)} must be a non-empty mix of {BLOCK_GROUPS}.")
+        if self.anchors not in ANCHOR_CHOICES:
+            raise CrossFrameError(f"anchors={self.anchors!r}; use one of {', '.join(ANCHOR_CHOICES)}.")
+        if not 0.0 <= self.start_percent <= self.end_percent <= 1.0:
+            raise CrossFrameError(
+                f"start_percent={self.start_percent} and end_percent={self.end_percent}: need "
+                "0 <= start_percent <= end_percent <= 1.")
+        if self.bank_device not in BANK_DEVICE_CHOICES:
+            raise CrossFrameError(f"bank_device={self.bank_device!r}; use one of {BANK_DEVICE_CHOICES}.")
+        if self.bank_dtype not in BANK_DTYPE_CHOICES:
+            raise CrossFrameError(f"bank_dtype={self.bank_dtype!r}; use one of {BANK_DTYPE_CHOICES}.")
+
+    @property
+    def uses_first(self) -> bool:
+        return "first" in self.anchors
+
+    @property
+    def uses_previous(self) -> bool:
+        return "previous" in self.anchors
+
+    @property
+    def full_schedule(self) -> bool:
+        return self.start_percent <= 0.0 and self.end_percent >= 1.0
+
+    def blocks_label(self) -> str:
+        return "+".join(g for g in BLOCK_GROUPS if g in self.blocks)
+
+    def bank_torch_dtype(self) -> torch.dtype | None:
+        """None keeps the dtype the model computes in."""
+        return None if self.bank_dtype == "auto" else _DTYPES[self.bank_dtype]
+
+    def bank_torch_device(self) -> torch.device | None:
+        """None keeps the banks on the model's device."""
+        return None if self.bank_device == "auto" else torch.device(self.bank_device)

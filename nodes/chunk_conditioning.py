@@ -1,0 +1,46 @@
+"""Per-chunk conditioning: give each chunk of frames its own ControlNet hints.
+
+Core keeps the *first* hints when a latent batch is smaller than the hint batch, so without this a chunk of
+frames 8..15 would be guided by the hints of frames 0..7.
+"""
+from __future__ import annotations
+
+from ..attention import CrossFrameError
+
+
+def _slice_control(control, start: int, end: int, n_frames: int, who: str, memo: dict):
+    if control is None:
+        return None
+    key = id(control)
+    if key in memo:  # positive and negative often share one chain: keep sharing it
+        return memo[key]
+    hint = control.cond_hint_original
+    if hint is not None and hint.shape[0] not in (1, n_frames):
+        raise CrossFrameError(
+            f"{who}: a ControlNet hint batch has {hint.shape[0]} images but the clip has {n_frames} frames. "
+            "Give the ControlNet one hint per frame (or a single hint for all frames).")
+    sliced = control.copy()
+    if hint is not None and hint.shape[0] == n_frames:
+        sliced.cond_hint_original = hint[start:end]
+    extra = getattr(sliced, "extra_concat_orig", None)
+    if extra:
+        sliced.extra_concat_orig = [e[start:end] if e.shape[0] == n_frames else e for e in extra]
+    # copy() does not carry the chain: rebuild it link by link.
+    sliced.set_previous_controlnet(_slice_control(control.previous_controlnet, start, end, n_frames, who,
+                                                  memo))
+    memo[key] = sliced
+    return sliced
+
+
+def conditioning_for_chunk(conditioning, start: int, end: int, n_frames: int, who: str, memo: dict):
+    """A copy of a CONDITIONING list whose ControlNet chains see only the hints of frames start..end-1."""
+    out = []
+    for tensor, extras in conditioning:
+        control = extras.get("control")
+        if control is None:
+            out.append([tensor, extras])
+            continue
+        extras = extras.copy()
+        extras["control"] = _slice_control(control, start, end, n_frames, who, memo)
+        out.append([tensor, extras])
+    return out

@@ -1,0 +1,91 @@
+"""The ComfyUI side of the method: an attn1 patch plus an OUTER_SAMPLE wrapper, through the public patch API.
+
+The patch (ModelPatcher.set_model_attn1_patch) rewrites the self-attention K/V source of the chosen blocks
+and leaves the query alone, so it chains with other packs' attn1 patches and with any attn1 replace
+(PAG, SAG), and uses whatever attention backend the user picked. The wrapper around each sampling run
+tells the patch what that run is (STORE a reference, or sample frames against an anchor).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from comfy.patcher_extension import WrappersMP
+
+from ..attention import FrameRun, RunPlan
+from ..attention.errors import CrossFrameError
+
+WRAPPER_KEY = "cross_frame_attention"
+
+
+class Attn1Patch:
+    """Callable for ComfyUI's attn1_patch list.
+
+    ModelPatcher.clone() deep-copies model options, patches included; returning self from __deepcopy__
+    keeps one object (and one run) shared by every downstream clone, so STORE and LOAD never split.
+    """
+
+    def __init__(self, blocks: frozenset, who: str):
+        self.blocks = frozenset(blocks)
+        self.who = who
+        self.run: FrameRun | None = None
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __call__(self, n, context, value, extra_options):
+        block = extra_options.get("block")
+        if block is None or block[0] not in self.blocks:
+            return n, context, value
+        run = self.run
+        if run is None:
+            raise CrossFrameError(
+                f"{self.who}: the patched model was evaluated outside a sampling run (no sampler wrapper "
+                "ran). Sample it with KSampler, KSamplerAdvanced, SamplerCustom or Batch Video Sampler.")
+        layer = (block[0], block[1], extra_options.get("block_index", 0))
+        # Another patch earlier in the chain may have changed the K/V source; build on what it set.
+        source = n if context is None else context
+        kv = run.kv(layer, source, extra_options["cond_or_uncond"], extra_options["sigmas"])
+        if kv is None:
+            return n, context, value
+        if value is not None and value is not context:
+            raise CrossFrameError(
+                f"{self.who}: another attn1 patch earlier in the chain gave self-attention different key "
+                "and value sources; cross-frame attention cannot combine with it. Apply this node before "
+                "(upstream of) the other patch node, or remove one of them.")
+        return n, kv, kv
+
+
+PlanFactory = Callable[[object, object, object], RunPlan]
+
+
+def patch_model(model, blocks: frozenset, who: str, plan_for_run: PlanFactory,
+                run_succeeded: Callable[[RunPlan], None] | None = None):
+    """A clone of `model` (never `model` itself) whose chosen self-attention layers follow the plan that
+    `plan_for_run(guider, latent_image, sigmas)` returns at the start of each sampling run;
+    `run_succeeded(plan)` is called when a run completes (not when it fails or is interrupted)."""
+    patched = model.clone()
+    patch = Attn1Patch(blocks, who)
+
+    def outer_sample(executor, noise, latent_image, sampler, sigmas, *args, **kwargs):
+        plan = plan_for_run(executor.class_obj, latent_image, sigmas)
+        patch.run = FrameRun(plan)
+        try:
+            out = executor(noise, latent_image, sampler, sigmas, *args, **kwargs)
+        finally:
+            patch.run = None  # banks stay with their owners; the run's caches go
+        if run_succeeded is not None:
+            run_succeeded(plan)
+        return out
+
+    patched.set_model_attn1_patch(patch)
+    patched.add_wrapper_with_key(WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, outer_sample)
+    return patched
+
+
+def active_sigmas(model, options) -> tuple[float, float] | None:
+    """(high, low) sigma bounds of start/end percent on this model's schedule; None when always active."""
+    if options.full_schedule:
+        return None
+    sampling = model.get_model_object("model_sampling")
+    return (float(sampling.percent_to_sigma(options.start_percent)),
+            float(sampling.percent_to_sigma(options.end_percent)))

@@ -1,0 +1,64 @@
+"""Cross-Frame Attention Patch: frames sampled with its MODEL attend to [reference; previous frame]."""
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from ..attention import CrossFrameError, CrossFrameOptions, RunPlan
+from .comfy_patch import active_sigmas, patch_model
+from .schema import (CATEGORY, CrossFrameStateType, anchors_input, include_self_input, percent_inputs)
+
+NAME = "Cross-Frame Attention Patch"
+
+
+def latent_resolution(latent: dict, who: str, what: str) -> tuple:
+    samples = latent.get("samples") if isinstance(latent, dict) else None
+    if samples is None or samples.ndim != 4:
+        raise CrossFrameError(f"{who}: {what} is not an image latent batch (expected [frames, channels, "
+                              "height, width]); connect a LATENT from a sampler or VAE Encode.")
+    if samples.shape[0] == 0:
+        raise CrossFrameError(f"{who}: {what} is empty; give it at least one frame.")
+    return tuple(samples.shape[1:])
+
+
+class CrossFrameAttentionPatch(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="CFA_CrossFrameAttentionPatch",
+            display_name=NAME,
+            category=CATEGORY,
+            description="Wraps a model so that a batch of consecutive frames sampled with it takes its "
+                        "self-attention keys/values from the stored reference and the previous frame "
+                        "(batch frame 0 uses the reference twice). Works with any sampler node.",
+            inputs=[
+                io.Model.Input("model", tooltip="The model that will sample the frames (the same checkpoint "
+                                                "that sampled the reference)."),
+                CrossFrameStateType.Input("state", tooltip="From Store Reference Attention (or a Batch Video "
+                                                           "Sampler's state output)."),
+                io.Latent.Input("reference_latent",
+                                tooltip="The LATENT the reference sampler produced. This link makes the "
+                                        "reference run first and lets the node check its size."),
+                anchors_input(),
+                include_self_input(),
+                *percent_inputs(),
+            ],
+            outputs=[io.Model.Output(display_name="model",
+                                     tooltip="Sample the frames (in order, as one batch) with this model.")],
+        )
+
+    @classmethod
+    def execute(cls, model, state, reference_latent, anchors, include_self, start_percent,
+                end_percent) -> io.NodeOutput:
+        options = CrossFrameOptions(blocks=state.blocks, anchors=anchors, include_self=include_self,
+                                    start_percent=start_percent, end_percent=end_percent)
+        reference_shape = latent_resolution(reference_latent, NAME, "reference_latent")
+        state.check_usable(NAME, model=model.model, latent_shape=reference_shape)
+        sigma_bounds = active_sigmas(model, options)
+
+        def plan_for_run(guider, latent_image, sigmas):
+            # Checked again per run: the state may have been refilled since this node ran.
+            state.check_usable(NAME, model=guider.model_patcher.model, latent_shape=latent_image.shape[1:])
+            return RunPlan(frames=latent_image.shape[0], options=options, first=state.first,
+                           prev=state.last, active_sigmas=sigma_bounds, who=NAME)
+
+        return io.NodeOutput(patch_model(model, options.blocks, NAME, plan_for_run))
