@@ -1,0 +1,183 @@
+import copy
+
+import pytest
+import torch
+
+from cross_frame_attention import (AttentionBank, ClipPlanner, CrossFrameError, CrossFrameOptions,
+                                   CrossFrameState, FrameRun, RunPlan)
+
+import toy_unet as toy
+
+LAYOUTS = [[0, 1], [1, 0], [0], [0, 0, 1]]
+
+
+class NoSync:
+    """A sigma that fails if anything reads its value (a device sync on a real GPU)."""
+
+    def reshape(self, *a):
+        raise AssertionError("sigma was read on the fast path")
+
+    def __float__(self):
+        raise AssertionError("sigma was read on the fast path")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_in_batch_kv_per_cond_layout(layout):
+    """Each cond group is its own clip: frame f of group g sees [frame 0 of g; frame f-1 of g]."""
+    frames, t, c = 4, 5, 3
+    x = torch.arange(len(layout) * frames, dtype=torch.float32)[:, None, None].expand(-1, t, c).contiguous()
+    run = FrameRun(RunPlan(frames=frames, options=CrossFrameOptions()))
+    kv = run.kv("L", x, layout, NoSync())
+    for g in range(len(layout)):
+        for f in range(frames):
+            row = kv[g * frames + f]
+            assert torch.all(row[:t] == g * frames)                        # first frame of its own group
+            assert torch.all(row[t:] == g * frames + max(f - 1, 0))        # previous (frame 0: itself)
+
+
+def test_store_then_load_keeps_cond_and_uncond_apart_in_split_calls():
+    frames, t, c = 3, 4, 2
+    ref = AttentionBank("ref")
+    store = FrameRun(RunPlan(frames=1, options=CrossFrameOptions(), store=ref))
+    cond_ref, uncond_ref = torch.full((1, t, c), 1.0), torch.full((1, t, c), -1.0)
+    assert store.kv("L", torch.cat([uncond_ref, cond_ref]), [1, 0], torch.tensor([5.0])) is None
+    load = FrameRun(RunPlan(frames=frames, options=CrossFrameOptions(), first=ref))
+    x = torch.randn(frames, t, c)
+    for flag, value in ((0, 1.0), (1, -1.0)):          # one call per group, in either order
+        kv = load.kv("L", x, [flag], torch.tensor([5.0] * frames))
+        assert torch.all(kv[:, :t] == value)            # the matching group's reference
+        assert torch.all(kv[0, t:] == value)            # batch frame 0: [reference; reference]
+        assert torch.equal(kv[1:, t:], x[:-1])
+
+
+def test_load_without_uncond_recorded_names_the_fix():
+    ref = AttentionBank("the reference")
+    FrameRun(RunPlan(frames=1, options=CrossFrameOptions(), store=ref)).kv("L", torch.zeros(1, 4, 2), [0], 1.0)
+    load = FrameRun(RunPlan(frames=2, options=CrossFrameOptions(), first=ref, who="Patch"))
+    with pytest.raises(CrossFrameError, match="no negative .*same cfg"):
+        load.kv("L", torch.zeros(4, 4, 2), [1, 0], 1.0)
+    with pytest.raises(CrossFrameError, match="other\\s+blocks|for other blocks|other blocks"):
+        load.kv("other-layer", torch.zeros(2, 4, 2), [0], 1.0)
+    with pytest.raises(CrossFrameError, match="another resolution.*same width and height"):
+        load.kv("L", torch.zeros(2, 9, 2), [0], 1.0)
+
+
+def test_batch_not_matching_the_planned_frames_is_an_error():
+    run = FrameRun(RunPlan(frames=3, options=CrossFrameOptions(), who="Batch Video Sampler"))
+    with pytest.raises(CrossFrameError, match="Batch Video Sampler.*holds 4 images.*3 frame"):
+        run.kv("L", torch.zeros(4, 2, 2), [0], 1.0)
+    with pytest.raises(CrossFrameError, match="empty"):
+        FrameRun(RunPlan(frames=0, options=CrossFrameOptions()))
+
+
+def test_active_range_leaves_other_steps_plain():
+    run = FrameRun(RunPlan(frames=2, options=CrossFrameOptions(), active_sigmas=(8.0, 3.0)))
+    x = torch.randn(2, 3, 2)
+    assert run.kv("L", x, [0], torch.tensor([10.0, 10.0])) is None
+    assert run.kv("L", x, [0], torch.tensor([5.0, 5.0])) is not None
+    assert run.kv("L", x, [0], torch.tensor([1.0, 1.0])) is None
+
+
+def test_state_survives_deepcopy_and_bank_memory_is_counted():
+    state = CrossFrameState(frozenset({"output"}), "Store")
+    assert copy.deepcopy(state) is state and copy.copy(state) is state
+    assert copy.deepcopy({"patch": [state]})["patch"][0] is state
+    bank = AttentionBank("ref", device=torch.device("cpu"), dtype=torch.float16)
+    for step in (3.0, 2.0, 1.0):
+        for layer in range(4):
+            for group in ((0, 0), (1, 0)):
+                bank.record(layer, group, step, torch.randn(64, 32))
+    assert len(bank) == 3 * 4 * 2
+    assert bank.nbytes() == 3 * 4 * 2 * 64 * 32 * 2   # float16 storage as asked
+    assert all(t.dtype == torch.float16 for t in bank._entries.values())
+
+
+def test_recorded_tokens_are_copies_not_views_of_the_batch():
+    bank = AttentionBank("ref")
+    x = torch.randn(3, 4, 2)
+    FrameRun(RunPlan(frames=3, options=CrossFrameOptions(), record_last=bank)).kv("L", x, [0], 1.0)
+    kept = bank.fetch("L", [(0, 0)], 0, x)[0]
+    x.zero_()
+    assert kept.abs().sum() > 0
+
+
+@pytest.mark.parametrize("layout", [[1, 0], [0]])
+@pytest.mark.parametrize("frames_per_batch", [1, 2, 3, 0])
+def test_chunked_and_batched_equal_frame_by_frame(layout, frames_per_batch):
+    """Sequential equals batched: the central property, on a toy denoiser."""
+    weights = toy.make_weights()
+    x = torch.randn(5, toy.TOKENS, toy.CHANNELS, generator=torch.Generator().manual_seed(3))
+    want = toy.frame_by_frame(x, weights, layout)
+    planner = ClipPlanner(CrossFrameOptions(), 5, frames_per_batch, "test")
+    outs = []
+    for i, (s, e) in enumerate(planner.chunks):
+        run = FrameRun(planner.plan(i))
+        outs.append(toy.denoise(x[s:e], weights, layout, run.kv))
+    got = torch.cat(outs)
+    plain = toy.denoise(x, weights, layout, lambda *a: None)
+    assert (got - want).abs().max() < 1e-5
+    assert (plain - want).abs().max() > 1e-2     # the method really acts
+
+
+def test_split_cond_calls_equal_one_call():
+    weights = toy.make_weights()
+    x = torch.randn(4, toy.TOKENS, toy.CHANNELS, generator=torch.Generator().manual_seed(4))
+    one = toy.denoise(x, weights, [1, 0], FrameRun(RunPlan(frames=4, options=CrossFrameOptions())).kv)
+    split = toy.denoise(x, weights, [1, 0], FrameRun(RunPlan(frames=4, options=CrossFrameOptions())).kv,
+                        split_calls=True)
+    assert (one - split).abs().max() < 1e-5
+
+
+def test_reference_state_and_continuation():
+    """A stored reference anchors the clip; a kept clip state continues it as if never split."""
+    weights = toy.make_weights()
+    gen = torch.Generator().manual_seed(5)
+    ref_x = torch.randn(1, toy.TOKENS, toy.CHANNELS, generator=gen)
+    x = torch.randn(6, toy.TOKENS, toy.CHANNELS, generator=gen)
+    layout = [1, 0]
+    # STORE through the core
+    bank = AttentionBank("ref")
+    toy.denoise(ref_x, weights, layout, FrameRun(RunPlan(frames=1, options=CrossFrameOptions(),
+                                                         store=bank)).kv)
+    state = CrossFrameState(frozenset({"output"}), "Store")
+    state.first = bank
+    want = toy.frame_by_frame(x, weights, layout, reference=toy.record_reference(ref_x, weights, layout))
+    # whole clip against the reference
+    planner = ClipPlanner(CrossFrameOptions(), 6, 0, "test", reference=state)
+    got = toy.denoise(x, weights, layout, FrameRun(planner.plan(0)).kv)
+    assert (got - want).abs().max() < 1e-5
+    # the clip in two sampler calls, the second continuing from the first one's kept state
+    first_half = ClipPlanner(CrossFrameOptions(), 3, 2, "test", reference=state, keep_state=True)
+    outs = []
+    for i, (s, e) in enumerate(first_half.chunks):
+        outs.append(toy.denoise(x[s:e], weights, layout, FrameRun(first_half.plan(i)).kv))
+    kept = first_half.result_state()
+    assert kept.filled and kept.last is not None
+    second = ClipPlanner(CrossFrameOptions(), 3, 0, "test", reference=kept)
+    outs.append(toy.denoise(x[3:], weights, layout, FrameRun(second.plan(0)).kv))
+    assert (torch.cat(outs) - want).abs().max() < 1e-5
+
+
+def test_planner_memory_and_errors():
+    planner = ClipPlanner(CrossFrameOptions(), 7, 3, "Batch Video Sampler")
+    assert planner.chunks == [(0, 3), (3, 6), (6, 7)]
+    assert ClipPlanner(CrossFrameOptions(), 4, 100, "x").chunks == [(0, 4)]   # clamped
+    one = ClipPlanner(CrossFrameOptions(), 4, 0, "x").plan(0)
+    assert (one.first, one.prev, one.record_first, one.record_last) == (None, None, None, None)
+    with pytest.raises(CrossFrameError, match="frames_per_batch is -1"):
+        ClipPlanner(CrossFrameOptions(), 4, -1, "Batch Video Sampler")
+    with pytest.raises(CrossFrameError, match="empty"):
+        ClipPlanner(CrossFrameOptions(), 0, 0, "Batch Video Sampler")
+    with pytest.raises(CrossFrameError, match="in order"):
+        planner.plan(1)
+    empty = ClipPlanner(CrossFrameOptions(), 4, 0, "Batch Video Sampler").result_state()
+    with pytest.raises(CrossFrameError, match="output_state"):
+        empty.check_usable("Cross-Frame Attention Patch")
+
+
+def test_options_validation():
+    assert CrossFrameOptions(blocks="input+output").blocks == {"input", "output"}
+    for bad in (dict(blocks="decoder"), dict(anchors="last"), dict(start_percent=0.8, end_percent=0.2),
+                dict(bank_device="gpu"), dict(bank_dtype="int8")):
+        with pytest.raises(CrossFrameError):
+            CrossFrameOptions(**bad)
