@@ -1,0 +1,108 @@
+"""Every misuse ends in a CrossFrameError (a ValueError ComfyUI shows as is) naming the node and the fix."""
+import gc
+
+import pytest
+import torch
+
+from graph_helpers import ksampler, latent_from_batch, patch, store, video_sampler
+
+
+def reference_of(comfy, model, conds, latent, **kw):
+    store_model, state = store(comfy, model)
+    return state, ksampler(comfy, store_model, conds, latent, **kw)
+
+
+def test_load_before_store(comfy, tiny_model, clip_latent):
+    _, state = store(comfy, tiny_model)
+    with pytest.raises(ValueError, match="Cross-Frame Attention Patch: the attention state from Store "
+                                         "Reference Attention is empty.*Sample the reference"):
+        patch(comfy, tiny_model, state, latent_from_batch(comfy, clip_latent, 0, 1))
+
+
+def test_reference_resolution_differs_from_frames(comfy, tiny_model, conds, clip_latent):
+    state, reference = reference_of(comfy, tiny_model, conds, latent_from_batch(comfy, clip_latent, 0, 1),
+                                    steps=2)
+    small = {"samples": torch.randn(3, 4, 8, 8)}
+    load_model = patch(comfy, tiny_model, state, reference)
+    with pytest.raises(ValueError, match="Cross-Frame Attention Patch: the reference was sampled at 128x128 "
+                                         ".*frames are 64x64.*same width and height"):
+        ksampler(comfy, load_model, conds, small, steps=2)
+    with pytest.raises(ValueError, match="Batch Video Sampler: the reference was sampled at 128x128"):
+        video_sampler(comfy, tiny_model, conds, small, state=state, steps=2)
+    with pytest.raises(ValueError, match="Cross-Frame Attention Patch: the reference was sampled at"):
+        patch(comfy, tiny_model, state, {"samples": torch.zeros(1, 4, 8, 8)})
+
+
+def test_state_from_another_model(comfy, tiny_model, conds, clip_latent):
+    state, reference = reference_of(comfy, tiny_model, conds, latent_from_batch(comfy, clip_latent, 0, 1),
+                                    steps=2)
+    other = tiny_model.clone()
+    other.model = type(tiny_model.model)(tiny_model.model.model_config, device=torch.device("cpu"))
+    with pytest.raises(ValueError, match="filled by a different model"):
+        patch(comfy, other, state, reference)
+    del other
+    gc.collect()
+
+
+def test_state_whose_model_was_unloaded(comfy, tiny_model, conds, clip_latent):
+    """The checkpoint that filled the state was evicted from ComfyUI's cache (the object is gone)."""
+    doomed = tiny_model.clone()
+    doomed.model = type(tiny_model.model)(tiny_model.model.model_config, device=torch.device("cpu"))
+    doomed.model.load_state_dict(tiny_model.model.state_dict())
+    state, reference = reference_of(comfy, doomed, conds, latent_from_batch(comfy, clip_latent, 0, 1), steps=2)
+    del doomed
+    comfy.model_management.cleanup_models_gc()
+    gc.collect()
+    with pytest.raises(ValueError, match="unloaded since.*Re-run the reference sampler"):
+        patch(comfy, tiny_model, state, reference)
+
+
+def test_schedule_without_usable_match(comfy, tiny_model, conds, clip_latent):
+    state, reference = reference_of(comfy, tiny_model, conds, latent_from_batch(comfy, clip_latent, 0, 1),
+                                    steps=3, denoise=0.3)
+    load_model = patch(comfy, tiny_model, state, reference)
+    with pytest.raises(ValueError, match="no step usable at noise level.*same steps, scheduler and denoise"):
+        ksampler(comfy, load_model, conds, latent_from_batch(comfy, clip_latent, 1, 2), steps=3, denoise=1.0)
+
+
+def test_other_schedule_falls_back_to_nearest_sigma(comfy, tiny_model, conds, clip_latent):
+    state, reference = reference_of(comfy, tiny_model, conds, latent_from_batch(comfy, clip_latent, 0, 1),
+                                    steps=6)
+    load_model = patch(comfy, tiny_model, state, reference)
+    out = ksampler(comfy, load_model, conds, latent_from_batch(comfy, clip_latent, 1, 2), steps=4,
+                   denoise=0.8)
+    assert torch.isfinite(out["samples"]).all()
+    assert state.first.steps.fallbacks > 0
+
+
+def test_cfg_mismatch_between_reference_and_frames(comfy, tiny_model, conds, clip_latent):
+    state, reference = reference_of(comfy, tiny_model, conds, latent_from_batch(comfy, clip_latent, 0, 1),
+                                    steps=2, cfg=1.0)
+    load_model = patch(comfy, tiny_model, state, reference)
+    with pytest.raises(ValueError, match="no negative \\(uncond\\) attention recorded.*same cfg"):
+        ksampler(comfy, load_model, conds, latent_from_batch(comfy, clip_latent, 1, 2), steps=2, cfg=5.0)
+
+
+def test_empty_latent_negative_chunk_and_multi_image_reference(comfy, tiny_model, conds, clip_latent):
+    with pytest.raises(ValueError, match="Batch Video Sampler: latent_image is empty"):
+        video_sampler(comfy, tiny_model, conds, {"samples": torch.zeros(0, 4, 16, 16)})
+    with pytest.raises(ValueError, match="Batch Video Sampler: frames_per_batch is -1"):
+        video_sampler(comfy, tiny_model, conds, clip_latent, frames_per_batch=-1)
+    store_model, state = store(comfy, tiny_model)
+    with pytest.raises(ValueError, match="Store Reference Attention: the reference latent holds 5 images; "
+                                         "sample exactly one"):
+        ksampler(comfy, store_model, conds, clip_latent, steps=1)
+    assert not state.filled
+
+
+def test_blocks_not_recorded_by_the_reference(comfy, tiny_model, conds, clip_latent):
+    state, _ = reference_of(comfy, tiny_model, conds, latent_from_batch(comfy, clip_latent, 0, 1), steps=2)
+    with pytest.raises(ValueError, match="recorded blocks output, but input\\+output were asked for"):
+        video_sampler(comfy, tiny_model, conds, clip_latent, state=state, blocks="input+output", steps=2)
+
+
+def test_state_output_off_is_not_a_silent_no_op(comfy, tiny_model, conds, clip_latent):
+    _, empty = video_sampler(comfy, tiny_model, conds, latent_from_batch(comfy, clip_latent, 0, 2), steps=1)
+    with pytest.raises(ValueError, match="Batch Video Sampler: the attention state from Batch Video Sampler "
+                                         "is empty. Turn on output_state"):
+        video_sampler(comfy, tiny_model, conds, clip_latent, state=empty, steps=1)
