@@ -1,0 +1,222 @@
+"""Benchmark of the nodes inside ComfyUI: time and peak GPU memory of a whole clip sampled
+
+  - plain: ComfyUI's own sampler (what KSampler runs), no cross-frame attention -- the floor;
+  - batch: Batch Video Sampler, whole clip in one batch (the fast path);
+  - chunked: Batch Video Sampler with frames_per_batch = 4 (banks on the GPU, then on the CPU);
+  - frame-by-frame: Batch Video Sampler with frames_per_batch = 1, i.e. the method's original
+    one-frame-at-a-time STORE/LOAD scheme, through the same banks.
+
+Random weights (std 1/sqrt(fan_in)) in the shape of a real checkpoint; nothing is downloaded. Every number of
+one invocation comes from the same process on the same GPU; ratios are against `plain` of that run.
+Usage: COMFYUI_PATH=... python benchmarks/comfy_gpu_bench.py --shape sd15 --frames 16 --steps 20
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+SHAPES = {
+    # (unet config, latent channels/size, context dim, pooled dim) -- the layouts ComfyUI detects as SD1.5/SDXL
+    "sd15": dict(unet={"use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
+                       "legacy": False, "adm_in_channels": None, "in_channels": 4, "model_channels": 320,
+                       "num_res_blocks": [2, 2, 2, 2], "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0],
+                       "channel_mult": [1, 2, 4, 4], "transformer_depth_middle": 1,
+                       "use_linear_in_transformer": False, "context_dim": 768, "num_heads": 8,
+                       "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+                       "use_temporal_attention": False, "use_temporal_resblock": False},
+                 px=512, context=768, pooled=None),
+    "sdxl": dict(unet={"use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
+                       "legacy": False, "num_classes": "sequential", "adm_in_channels": 2816, "in_channels": 4,
+                       "model_channels": 320, "num_res_blocks": [2, 2, 2], "transformer_depth": [0, 0, 2, 2, 10, 10],
+                       "channel_mult": [1, 2, 4], "transformer_depth_middle": 10,
+                       "use_linear_in_transformer": True, "context_dim": 2048, "num_head_channels": 64,
+                       "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10],
+                       "use_temporal_attention": False, "use_temporal_resblock": False},
+                 px=1024, context=2048, pooled=1280),
+    "tiny": dict(unet={"context_dim": 32, "model_channels": 32, "in_channels": 4, "out_channels": 4,
+                       "num_res_blocks": [1, 1], "channel_mult": [1, 2], "transformer_depth": [1, 1],
+                       "transformer_depth_output": [1, 1, 1, 1], "transformer_depth_middle": 1,
+                       "use_spatial_transformer": True, "use_linear_in_transformer": False, "legacy": False,
+                       "adm_in_channels": None, "use_temporal_attention": False, "use_temporal_resblock": False,
+                       "image_size": 32, "num_head_channels": 16, "num_heads": -1},
+                 px=64, context=32, pooled=None),
+}
+
+
+def setup_comfy(cpu: bool):
+    comfy_path = os.environ["COMFYUI_PATH"]
+    sys.path.insert(0, comfy_path)
+    from comfy.cli_args import args
+    args.cpu = cpu
+    import nodes as comfy_nodes
+    assert asyncio.run(comfy_nodes.load_custom_node(str(REPO), module_parent="custom_nodes"))
+    return comfy_nodes
+
+
+def build_model(shape: str, device, dtype):
+    import comfy.latent_formats
+    import comfy.model_base
+    import comfy.model_patcher
+    import comfy.supported_models_base
+    spec = SHAPES[shape]
+    unet = dict(spec["unet"], dtype=dtype)
+
+    class Config(comfy.supported_models_base.BASE):
+        unet_config = unet
+        unet_extra_config = {}
+        latent_format = comfy.latent_formats.SDXL if spec["pooled"] else comfy.latent_formats.SD15
+
+    config = Config(unet)
+    config.set_inference_dtype(dtype, None)
+    model_cls = comfy.model_base.SDXL if spec["pooled"] else comfy.model_base.BaseModel
+    model = model_cls(config, device=device)
+    g = torch.Generator(device="cpu").manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.diffusion_model.named_parameters():
+            if p.ndim >= 2:
+                p.copy_((torch.randn(p.shape, generator=g) / math.sqrt(p[0].numel())).to(p.dtype))
+            elif name.endswith("weight"):
+                p.fill_(1.0)
+            else:
+                p.zero_()
+    model.eval()
+    return comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=device)
+
+
+def conditioning(shape: str):
+    spec = SHAPES[shape]
+    g = torch.Generator().manual_seed(1)
+    def one():
+        extra = {}
+        if spec["pooled"]:
+            extra = {"pooled_output": torch.randn(1, spec["pooled"], generator=g),
+                     "width": spec["px"], "height": spec["px"]}
+        return [[torch.randn(1, 77, spec["context"], generator=g), extra]]
+    return one(), one()
+
+
+def keys_of_output_attn1(patcher):
+    """(block_name, block_id, transformer_index) of every output-block self-attention."""
+    keys = []
+    for i, block in enumerate(patcher.model.diffusion_model.output_blocks):
+        for layer in block:
+            blocks = getattr(layer, "transformer_blocks", None)
+            if blocks is not None:
+                keys += [("output", i, t) for t in range(len(blocks))]
+    return keys
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shape", default="sd15", choices=sorted(SHAPES))
+    ap.add_argument("--frames", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--cfg", type=float, default=7.5)
+    ap.add_argument("--chunk", type=int, default=4)
+    ap.add_argument("--schemes", default="plain,batch,chunked,chunked_cpu,frame_by_frame")
+    ap.add_argument("--repeats", type=int, default=2, help="timed runs per scheme (after one warm-up)")
+    ap.add_argument("--cpu", action="store_true")
+    ap.add_argument("--json", default="")
+    a = ap.parse_args()
+    cpu = a.cpu or not torch.cuda.is_available()
+    comfy_nodes = setup_comfy(cpu)
+    import comfy.sample
+    device = torch.device("cpu" if cpu else "cuda")
+    dtype = torch.float32 if cpu else torch.float16
+    model = build_model(a.shape, device, dtype)
+    positive, negative = conditioning(a.shape)
+    lat = SHAPES[a.shape]["px"] // 8
+    base = torch.randn(1, 4, lat, lat, generator=torch.Generator().manual_seed(2))
+    drift = torch.randn(1, 4, lat, lat, generator=torch.Generator().manual_seed(3))
+    latent = {"samples": torch.cat([base + 0.05 * k * drift for k in range(a.frames)])}
+    sampler = comfy_nodes.NODE_CLASS_MAPPINGS["CFA_BatchVideoSampler"]
+
+    def plain():
+        return comfy_nodes.common_ksampler(model, 1, a.steps, a.cfg, "euler", "normal", positive, negative, latent)[0]
+
+    def video(frames_per_batch, bank_device="auto"):
+        def go():
+            return sampler.execute(model, positive, negative, latent, 1, a.steps, a.cfg, "euler", "normal", 1.0,
+                                   frames_per_batch, "first+previous", False, "output", 0.0, 1.0, bank_device,
+                                   False).args[0]
+        return go
+
+    def prototype(kind):
+        """Bench-only variants to locate the floor: 'floor_cat' doubles the keys with no gathering at all;
+        'replace_proj_once' gathers already-projected K/V in an attn1 replace (projects K/V once)."""
+        from comfy.ldm.modules.attention import optimized_attention
+        import importlib
+        # the pack as ComfyUI loaded it (module named after its folder path)
+        assemble_kv = importlib.import_module(str(REPO).replace(".", "_x_") + ".attention").assemble_kv
+        m = model.clone()
+        if kind == "floor_cat":
+            def doubled(n, context, value, extra):
+                if extra["block"][0] != "output":
+                    return n, context, value
+                kv = torch.cat([n, n], dim=1)
+                return n, kv, kv
+            m.set_model_attn1_patch(doubled)
+        else:
+            def replace(q, k, v, extra):
+                g = len(extra["cond_or_uncond"])
+                ks, vs = k.view(g, -1, *k.shape[1:]), v.view(g, -1, *v.shape[1:])
+                k2 = assemble_kv(k, g, ks[:, 0], ks[:, 0])
+                v2 = assemble_kv(v, g, vs[:, 0], vs[:, 0])
+                return optimized_attention(q, k2, v2, extra["n_heads"], attn_precision=extra["attn_precision"])
+            for key in keys_of_output_attn1(m):
+                m.set_model_attn1_replace(replace, *key)
+        def go():
+            return comfy_nodes.common_ksampler(m, 1, a.steps, a.cfg, "euler", "normal", positive, negative, latent)[0]
+        return go
+
+    schemes = {"plain": plain, "floor_cat": prototype("floor_cat"),
+               "replace_proj_once": prototype("replace_proj_once"), "batch": video(0), "chunked": video(a.chunk),
+               "chunked_cpu": video(a.chunk, "cpu"), "frame_by_frame": video(1)}
+    results, outputs = {}, {}
+    for name in a.schemes.split(","):
+        fn = schemes[name]
+        fn()  # warm-up: model load, kernels, allocator
+        times = []
+        if not cpu:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        for _ in range(a.repeats):
+            t0 = time.perf_counter()
+            out = fn()
+            if not cpu:
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+        peak = torch.cuda.max_memory_allocated() / 2**30 if not cpu else float("nan")
+        outputs[name] = out["samples"].float()
+        results[name] = {"seconds": min(times), "all_seconds": [round(t, 3) for t in times], "peak_gib": peak}
+        print(f"{name:15s} {min(times):8.3f} s  peak {peak:6.2f} GiB", flush=True)
+    ref = results.get("plain", {}).get("seconds")
+    scale = float(outputs["plain"].abs().max()) if "plain" in outputs else None
+    for name, r in results.items():
+        if ref:
+            r["vs_plain"] = r["seconds"] / ref
+            r["peak_vs_plain"] = r["peak_gib"] / results["plain"]["peak_gib"] if not cpu else None
+        if "batch" in outputs and name != "batch":
+            r["max_abs_diff_vs_batch"] = float((outputs[name] - outputs["batch"]).abs().max())
+    if "frame_by_frame" in results and "batch" in results:
+        results["batch"]["speedup_vs_frame_by_frame"] = results["frame_by_frame"]["seconds"] / results["batch"]["seconds"]
+    report = {"device": torch.cuda.get_device_name() if not cpu else "cpu", "torch": torch.__version__,
+              "shape": a.shape, "px": SHAPES[a.shape]["px"], "frames": a.frames, "steps": a.steps, "cfg": a.cfg,
+              "dtype": str(dtype), "sampler": "euler", "output_scale": scale, "results": results}
+    print(json.dumps(report, indent=1))
+    if a.json:
+        Path(a.json).write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
