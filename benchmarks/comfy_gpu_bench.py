@@ -1,6 +1,7 @@
 """Benchmark of the nodes inside ComfyUI: time and peak GPU memory of a whole clip sampled
 
-  - plain: ComfyUI's own sampler (what KSampler runs), no cross-frame attention -- the floor;
+  - plain: ComfyUI's own sampler (what KSampler runs), no cross-frame attention -- the baseline;
+  - floor_cat: output-block self-attention over [x; x] (doubled keys, no gathering): the method's own floor;
   - batch: Batch Video Sampler, whole clip in one batch (the fast path);
   - chunked: Batch Video Sampler with frames_per_batch = 4 (banks on the GPU, then on the CPU);
   - frame-by-frame: Batch Video Sampler with frames_per_batch = 1, i.e. the method's original
@@ -105,17 +106,6 @@ def conditioning(shape: str):
     return one(), one()
 
 
-def keys_of_output_attn1(patcher):
-    """(block_name, block_id, transformer_index) of every output-block self-attention."""
-    keys = []
-    for i, block in enumerate(patcher.model.diffusion_model.output_blocks):
-        for layer in block:
-            blocks = getattr(layer, "transformer_blocks", None)
-            if blocks is not None:
-                keys += [("output", i, t) for t in range(len(blocks))]
-    return keys
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shape", default="sd15", choices=sorted(SHAPES))
@@ -123,7 +113,7 @@ def main():
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--cfg", type=float, default=7.5)
     ap.add_argument("--chunk", type=int, default=4)
-    ap.add_argument("--schemes", default="plain,batch,chunked,chunked_cpu,frame_by_frame")
+    ap.add_argument("--schemes", default="plain,floor_cat,batch,chunked,chunked_cpu,frame_by_frame")
     ap.add_argument("--repeats", type=int, default=2, help="timed runs per scheme (after one warm-up)")
     ap.add_argument("--cpu", action="store_true")
     ap.add_argument("--json", default="")
@@ -148,39 +138,24 @@ def main():
         def go():
             return sampler.execute(model, positive, negative, latent, 1, a.steps, a.cfg, "euler", "normal", 1.0,
                                    frames_per_batch, "first+previous", False, "output", 0.0, 1.0, bank_device,
-                                   False).args[0]
+                                   "auto", False).args[0]
         return go
 
-    def prototype(kind):
-        """Bench-only variants to locate the floor: 'floor_cat' doubles the keys with no gathering at all;
-        'replace_proj_once' gathers already-projected K/V in an attn1 replace (projects K/V once)."""
-        from comfy.ldm.modules.attention import optimized_attention
-        import importlib
-        # the pack as ComfyUI loaded it (module named after its folder path)
-        assemble_kv = importlib.import_module(str(REPO).replace(".", "_x_") + ".attention").assemble_kv
+    def floor_cat():
+        """Keys doubled with no gathering at all (output blocks attend to [x; x]): the cost of attending over
+        2T keys by itself, which no implementation of the method at this patch point can go below."""
         m = model.clone()
-        if kind == "floor_cat":
-            def doubled(n, context, value, extra):
-                if extra["block"][0] != "output":
-                    return n, context, value
-                kv = torch.cat([n, n], dim=1)
-                return n, kv, kv
-            m.set_model_attn1_patch(doubled)
-        else:
-            def replace(q, k, v, extra):
-                g = len(extra["cond_or_uncond"])
-                ks, vs = k.view(g, -1, *k.shape[1:]), v.view(g, -1, *v.shape[1:])
-                k2 = assemble_kv(k, g, ks[:, 0], ks[:, 0])
-                v2 = assemble_kv(v, g, vs[:, 0], vs[:, 0])
-                return optimized_attention(q, k2, v2, extra["n_heads"], attn_precision=extra["attn_precision"])
-            for key in keys_of_output_attn1(m):
-                m.set_model_attn1_replace(replace, *key)
-        def go():
-            return comfy_nodes.common_ksampler(m, 1, a.steps, a.cfg, "euler", "normal", positive, negative, latent)[0]
-        return go
 
-    schemes = {"plain": plain, "floor_cat": prototype("floor_cat"),
-               "replace_proj_once": prototype("replace_proj_once"), "batch": video(0), "chunked": video(a.chunk),
+        def doubled(n, context, value, extra):
+            if extra["block"][0] != "output":
+                return n, context, value
+            kv = torch.cat([n, n], dim=1)
+            return n, kv, kv
+        m.set_model_attn1_patch(doubled)
+        return lambda: comfy_nodes.common_ksampler(m, 1, a.steps, a.cfg, "euler", "normal", positive, negative,
+                                                   latent)[0]
+
+    schemes = {"plain": plain, "floor_cat": floor_cat(), "batch": video(0), "chunked": video(a.chunk),
                "chunked_cpu": video(a.chunk, "cpu"), "frame_by_frame": video(1)}
     results, outputs = {}, {}
     for name in a.schemes.split(","):

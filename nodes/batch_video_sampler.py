@@ -14,8 +14,8 @@ from ..attention import ClipPlanner, CrossFrameOptions, model_reference
 from .chunk_conditioning import conditioning_for_chunk
 from .comfy_patch import active_sigmas, patch_model
 from .cross_frame_patch import latent_resolution
-from .schema import (CATEGORY, CrossFrameStateType, anchors_input, bank_device_input, blocks_input,
-                     include_self_input, percent_inputs)
+from .schema import (CATEGORY, CrossFrameStateType, anchors_input, bank_device_input, bank_dtype_input,
+                     blocks_input, include_self_input, percent_inputs)
 
 NAME = "Batch Video Sampler"
 
@@ -59,6 +59,7 @@ class BatchVideoSampler(io.ComfyNode):
                 blocks_input(),
                 *percent_inputs(),
                 bank_device_input(),
+                bank_dtype_input(),
                 io.Boolean.Input("output_state", default=False,
                                  tooltip="Keep the clip's first and last frame attention as the state output, "
                                          "so a following Batch Video Sampler continues this clip seamlessly. "
@@ -79,10 +80,10 @@ class BatchVideoSampler(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, negative, latent_image, seed, steps, cfg, sampler_name, scheduler,
                 denoise, frames_per_batch, anchors, include_self, blocks, start_percent, end_percent,
-                bank_device, output_state, state=None) -> io.NodeOutput:
+                bank_device, bank_dtype, output_state, state=None) -> io.NodeOutput:
         options = CrossFrameOptions(blocks=blocks, anchors=anchors, include_self=include_self,
                                     start_percent=start_percent, end_percent=end_percent,
-                                    bank_device=bank_device)
+                                    bank_device=bank_device, bank_dtype=bank_dtype)
         latent_resolution(latent_image, NAME, "latent_image")
         latent = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])
         n_frames = latent.shape[0]

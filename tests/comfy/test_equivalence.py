@@ -124,10 +124,14 @@ def test_other_attn1_patches_keep_working(comfy, tiny_model, conds, clip_latent,
 
 @pytest.mark.parametrize("kw", [dict(anchors="first"), dict(anchors="previous"),
                                 dict(include_self=True), dict(blocks="input+middle+output"),
-                                dict(start_percent=0.0, end_percent=0.5), dict(bank_device="cpu")])
+                                dict(start_percent=0.0, end_percent=0.5), dict(bank_device="cpu"),
+                                dict(bank_dtype="bfloat16")])
 def test_options_keep_chunking_exact(comfy, tiny_model, conds, clip_latent, whole_clip, kw):
     one, _ = video_sampler(comfy, tiny_model, conds, clip_latent, **kw)
     chunked, _ = video_sampler(comfy, tiny_model, conds, clip_latent, frames_per_batch=2, **kw)
+    if "bank_dtype" in kw:       # a bfloat16 bank rounds the carried frames: close, not exact
+        assert 1e-6 < rel_diff(chunked, one) <= 2e-2
+        return
     assert rel_diff(chunked, one) <= TOL
-    if kw != dict(bank_device="cpu"):
+    if "bank_device" not in kw:
         assert rel_diff(one, whole_clip) > 1e-3   # each option really changes something
