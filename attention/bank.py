@@ -21,7 +21,6 @@ class AttentionBank:
         self.dtype = dtype                # None: keep the recorded tensor's dtype
         self.steps = SigmaIndex()
         self._entries: dict[tuple, torch.Tensor] = {}
-        self.layers: set = set()
         self.groups: set = set()
         self.latent_shape: tuple | None = None   # (channels, height, width) of the latent it was sampled at
         self.model_ref = None                    # weakref to the model that produced it, when known
@@ -43,7 +42,6 @@ class AttentionBank:
         dt = tokens.dtype if self.dtype is None else self.dtype
         kept = tokens.detach().to(device=dev, dtype=dt, copy=True)
         self._entries[(layer, group, slot)] = kept
-        self.layers.add(layer)
         self.groups.add(group)
 
     def slot(self, sigma: float) -> int:

@@ -80,9 +80,6 @@ class CrossFrameOptions:
     def full_schedule(self) -> bool:
         return self.start_percent <= 0.0 and self.end_percent >= 1.0
 
-    def blocks_label(self) -> str:
-        return "+".join(g for g in BLOCK_GROUPS if g in self.blocks)
-
     def bank_torch_dtype(self) -> torch.dtype | None:
         """None keeps the dtype the model computes in."""
         return None if self.bank_dtype == "auto" else _DTYPES[self.bank_dtype]

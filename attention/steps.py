@@ -39,10 +39,6 @@ class SigmaIndex:
     def __len__(self):
         return len(self._sorted)
 
-    @property
-    def sigmas(self) -> list[float]:
-        return list(self._sorted)
-
     def _closest(self, sigma: float) -> float | None:
         if not self._sorted:
             return None

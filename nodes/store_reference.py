@@ -1,6 +1,8 @@
 """Store Reference Attention: sampling with its MODEL records the reference's self-attention inputs."""
 from __future__ import annotations
 
+import logging
+
 from comfy_api.latest import io
 
 from ..attention import AttentionBank, CrossFrameError, CrossFrameOptions, CrossFrameState, RunPlan
@@ -60,6 +62,8 @@ class StoreReferenceAttention(io.ComfyNode):
             # reference run never leaves a half-filled state behind.
             state.first, state.last = plan.store, None
             state.runs += 1
+            logging.info("%s: recorded %d steps of %s blocks, %.1f MB.", NAME, len(plan.store.steps),
+                         "+".join(sorted(options.blocks)), state.nbytes() / 2**20)
 
         patched = patch_model(model, options.blocks, NAME, plan_for_run, run_succeeded)
         return io.NodeOutput(patched, state)
