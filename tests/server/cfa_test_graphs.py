@@ -1,0 +1,178 @@
+"""The example API workflows, pointed at the fixture files, and the deliberately broken prompts.
+
+Widget overrides go by input name, so they apply to whatever node of the example uses that input; the
+schemas themselves are never restated here (the tests read them from the live /object_info).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflows"))
+import cfa_workflow_tools as wt  # noqa: E402
+
+TEST_SIZE = 64          # frames are resized to this (pixels); 8x8 latents keep CPU sampling fast
+TEST_STEPS = 2
+BAD_SIZE = 96           # the resolution-mismatch prompt samples frames at this size
+
+# What each example must produce, beyond "it succeeded": (output kind, number of frames/images).
+# 'clip' means: as many frames as the fixture video has.
+EXPECTED = {
+    "video_edit": ("video", "clip"),
+    "video_edit_controlnet": ("video", "clip"),
+    "manual_store_load": ("video", "clip"),
+    "image_reference": ("images", 1),
+}
+# Extra overrides per example: the ControlNet one runs in chunks (6 frames as 4 + 2) so the per-chunk
+# slicing of the hint batch is exercised end to end.
+PER_EXAMPLE = {
+    "video_edit_controlnet": {"frames_per_batch": 4},
+}
+
+
+def overrides(fixtures):
+    """{(class_type or None, input name): value} applied to the examples for the tests."""
+    return {
+        (None, "ckpt_name"): fixtures["checkpoint"],
+        (None, "control_net_name"): fixtures["controlnet"],
+        ("LoadVideo", "file"): fixtures["video"],
+        ("LoadImage", "image"): fixtures["image"],
+        ("ImageScale", "width"): TEST_SIZE,
+        ("ImageScale", "height"): TEST_SIZE,
+        (None, "steps"): TEST_STEPS,
+    }
+
+
+def apply_overrides(api, fixtures, name=None):
+    api = copy.deepcopy(api)
+    rules = overrides(fixtures)
+    extra = PER_EXAMPLE.get(name, {})
+    for entry in api.values():
+        inputs = entry["inputs"]
+        for key in list(inputs):
+            if wt._is_link(inputs[key]):
+                continue
+            for (cls, inp), value in rules.items():
+                if inp == key and cls in (None, entry["class_type"]):
+                    inputs[key] = value
+            if key in extra:
+                inputs[key] = extra[key]
+        entry.pop("_meta", None)
+    return api
+
+
+def load_api(name):
+    return wt.load_json(wt.API_DIR / f"{name}.json")
+
+
+def nodes_of(api, class_type):
+    return [nid for nid, e in api.items() if e["class_type"] == class_type]
+
+
+def _replace_links(api, old, new):
+    for entry in api.values():
+        for k, v in entry["inputs"].items():
+            if v == old:
+                entry["inputs"][k] = list(new)
+
+
+def _fresh_id(api):
+    return str(max(int(k) for k in api) + 1)
+
+
+def load_before_store(fixtures):
+    """manual_store_load with the STORE sampler removed: the patch's state is never filled.
+
+    The patch's reference_latent now comes straight from the (unsampled) first-frame latent, so nothing
+    samples with the Store node's model before the patch runs.
+    """
+    api = apply_overrides(load_api("manual_store_load"), fixtures, "manual_store_load")
+    (patch,) = nodes_of(api, "CFA_CrossFrameAttentionPatch")
+    store_sampler = api[patch]["inputs"]["reference_latent"][0]
+    first_latent = api[store_sampler]["inputs"]["latent_image"]
+    _replace_links(api, [store_sampler, 0], first_latent)
+    del api[store_sampler]
+    return api
+
+
+def resolution_mismatch(fixtures):
+    """manual_store_load whose LOAD frames are re-encoded at BAD_SIZE while the reference stays at TEST_SIZE."""
+    api = apply_overrides(load_api("manual_store_load"), fixtures, "manual_store_load")
+    (patch,) = nodes_of(api, "CFA_CrossFrameAttentionPatch")
+    load_sampler = next(nid for nid, e in api.items()
+                        if e["inputs"].get("model") == [patch, 0])
+    rest = api[load_sampler]["inputs"]["latent_image"][0]           # LatentFromBatch (other frames)
+    encode = api[rest]["inputs"]["samples"][0]                       # VAEEncode of the clip
+    scale = api[encode]["inputs"]["pixels"][0]                       # ImageScale
+    big_scale, big_encode = _fresh_id(api), str(int(_fresh_id(api)) + 1)
+    api[big_scale] = copy.deepcopy(api[scale])
+    api[big_scale]["inputs"].update(width=BAD_SIZE, height=BAD_SIZE)
+    api[big_encode] = copy.deepcopy(api[encode])
+    api[big_encode]["inputs"]["pixels"] = [big_scale, 0]
+    api[rest]["inputs"]["samples"] = [big_encode, 0]
+    return api
+
+
+def with_seed(api, seed):
+    """A copy whose seeds differ, so ComfyUI's cache cannot answer it without running."""
+    api = copy.deepcopy(api)
+    for entry in api.values():
+        if "seed" in entry["inputs"] and not wt._is_link(entry["inputs"]["seed"]):
+            entry["inputs"]["seed"] = seed
+    return api
+
+
+def dumps(api):
+    return json.dumps(api, indent=1)
+
+
+# --- output checks shared by the server and browser tests ---------------------------------------------
+
+def video_frames(path):
+    """(frames as uint8 [N, H, W, 3], frames per second) of a video file, decoded with PyAV."""
+    import av
+    import numpy as np
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+        rate = float(stream.average_rate) if stream.average_rate else None
+    return (np.stack(frames) if frames else np.zeros((0, 0, 0, 3), np.uint8)), rate
+
+
+def check_not_blank(frames, what):
+    # NaNs anywhere in the U-Net or VAE end up as flat (all 0) frames after the clamp to uint8
+    for i, f in enumerate(frames):
+        assert f.std() > 1.0, f"{what}: frame {i} is flat (std {f.std():.3f}): NaNs or a dead model?"
+
+
+def check_example_outputs(name, files, fixtures):
+    """Assert the files an example saved are what EXPECTED says: count, size, playable video."""
+    assert name in EXPECTED, f"add the expected output of the new example {name} to cfa_test_graphs.EXPECTED"
+    kind, count = EXPECTED[name]
+    expected_n = fixtures["frames"] if count == "clip" else count
+    size = TEST_SIZE
+    assert files, f"{name}: no output file in /history"
+    for f in files:
+        assert f.is_file() and f.stat().st_size > 0, f"{name}: output {f} missing or empty"
+    if kind == "video":
+        videos = [f for f in files if f.suffix.lower() in (".mp4", ".webm", ".mov", ".mkv")]
+        assert len(videos) == 1, f"{name}: expected one video, got {files}"
+        frames, rate = video_frames(videos[0])
+        assert frames.shape[0] == expected_n, f"{name}: {frames.shape[0]} frames, expected {expected_n}"
+        assert frames.shape[1:3] == (size, size), f"{name}: frames are {frames.shape[1:3]}, expected {size}x{size}"
+        assert rate is not None and abs(rate - fixtures["fps"]) < 0.01, \
+            f"{name}: {rate} fps, the input clip had {fixtures['fps']}"
+        check_not_blank(frames, name)
+    else:
+        import numpy as np
+        from PIL import Image
+
+        images = [f for f in files if f.suffix.lower() in (".png", ".jpg", ".webp")]
+        assert len(images) == expected_n, f"{name}: expected {expected_n} image(s), got {files}"
+        for f in images:
+            with Image.open(f) as im:
+                assert im.size == (size, size), f"{name}: {f.name} is {im.size}"
+                check_not_blank([np.asarray(im.convert("RGB"))], name)

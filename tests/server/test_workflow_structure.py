@@ -1,0 +1,53 @@
+"""The example workflows against a live server: valid v0.4 graphs whose widget layout matches the live
+/object_info, whose API twin is exactly what the UI graph converts to, and which ComfyUI lists and
+serves as templates of this pack."""
+from __future__ import annotations
+
+import json
+import urllib.parse
+import urllib.request
+
+import pytest
+
+import cfa_serverkit as kit
+import cfa_workflow_tools as wt
+
+UI_NAMES = wt.example_names()
+
+
+@pytest.mark.parametrize("name", UI_NAMES)
+def test_ui_workflow_matches_live_schemas(name, object_info, pack_nodes):
+    ui = wt.load_json(wt.EXAMPLES_DIR / f"{name}.json")
+    problems = wt.structure_problems(ui, object_info, name)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("name", UI_NAMES)
+def test_api_twin_is_the_ui_graph(name, object_info, pack_nodes):
+    ui = wt.load_json(wt.EXAMPLES_DIR / f"{name}.json")
+    converted, problems = wt.ui_to_api(ui, object_info)
+    assert not problems, "\n".join(problems)
+    twin = wt.load_json(wt.API_DIR / f"{name}.json")
+    twin = {k: {"inputs": v["inputs"], "class_type": v["class_type"]} for k, v in twin.items()}
+    assert converted == twin, (f"{name}: api/{name}.json differs from the UI graph converted with the live "
+                               f"schemas (re-run tests/workflows/build_examples.py):\n"
+                               f"converted: {json.dumps(converted, sort_keys=True)}\n"
+                               f"twin:      {json.dumps(twin, sort_keys=True)}")
+
+
+def test_workflow_templates_lists_examples(comfy_server):
+    listing = comfy_server.get("/workflow_templates")
+    assert kit.PACK_DIR_NAME in listing, f"/workflow_templates does not list the pack: {listing}"
+    assert sorted(listing[kit.PACK_DIR_NAME]) == UI_NAMES, listing[kit.PACK_DIR_NAME]
+
+
+@pytest.mark.parametrize("name", UI_NAMES)
+def test_templates_are_served(name, comfy_server):
+    # the frontend's template browser fetches the graph and its thumbnail from these routes
+    base = f"/api/workflow_templates/{urllib.parse.quote(kit.PACK_DIR_NAME)}/{urllib.parse.quote(name)}"
+    status, body = kit.http_json(comfy_server.url + base + ".json")
+    assert status == 200, f"{base}.json -> {status}"
+    assert body == wt.load_json(wt.EXAMPLES_DIR / f"{name}.json")
+    with urllib.request.urlopen(comfy_server.url + base + ".jpg", timeout=30) as r:
+        data = r.read()
+    assert r.status == 200 and data[:3] == b"\xff\xd8\xff", f"{base}.jpg is not served as a JPEG"
