@@ -9,12 +9,37 @@ from __future__ import annotations
 
 from typing import Callable
 
+import torch
 from comfy.patcher_extension import WrappersMP
 
 from ..attention import FrameRun, RunPlan
 from ..attention.errors import CrossFrameError
 
 WRAPPER_KEY = "cross_frame_attention"
+_UNET_GROUPS = {"input": "input_blocks", "middle": "middle_block", "output": "output_blocks"}
+
+
+def self_attention_count(diffusion_model, blocks: frozenset) -> int:
+    """Transformer blocks (each with one self-attention) that ComfyUI's attn1 patch reaches in `blocks`."""
+    from comfy.ldm.modules.attention import BasicTransformerBlock
+    count = 0
+    for group in blocks:
+        part = getattr(diffusion_model, _UNET_GROUPS[group], None)
+        if isinstance(part, torch.nn.Module):
+            count += sum(isinstance(m, BasicTransformerBlock) for m in part.modules())
+    return count
+
+
+def check_supported(model, blocks: frozenset, who: str) -> None:
+    """Refuse, rather than silently do nothing, where no patched self-attention would ever run: DiT models
+    (Flux, SD3, Wan...) have no per-attention patch point, and some U-Nets have no transformer in a group."""
+    diffusion_model = getattr(model, "diffusion_model", None)
+    if diffusion_model is None or self_attention_count(diffusion_model, blocks) == 0:
+        kind = type(diffusion_model).__name__ if diffusion_model is not None else type(model).__name__
+        raise CrossFrameError(
+            f"{who}: this model ({kind}) has no U-Net self-attention in the '{'+'.join(sorted(blocks))}' "
+            "blocks, so cross-frame attention would change nothing. It supports SD1.x, SD2.x and SDXL "
+            "U-Net checkpoints; for those, choose blocks that contain attention (the default 'output' does).")
 
 
 class Attn1Patch:
@@ -67,7 +92,9 @@ def patch_model(model, blocks: frozenset, who: str, plan_for_run: PlanFactory,
     patch = Attn1Patch(blocks, who)
 
     def outer_sample(executor, noise, latent_image, sampler, sigmas, *args, **kwargs):
-        plan = plan_for_run(executor.class_obj, latent_image, sigmas)
+        guider = executor.class_obj
+        check_supported(guider.model_patcher.model, patch.blocks, who)
+        plan = plan_for_run(guider, latent_image, sigmas)
         patch.run = FrameRun(plan)
         try:
             out = executor(noise, latent_image, sampler, sigmas, *args, **kwargs)

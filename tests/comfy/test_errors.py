@@ -1,5 +1,6 @@
 """Every misuse ends in a CrossFrameError (a ValueError ComfyUI shows as is) naming the node and the fix."""
 import gc
+import sys
 
 import pytest
 import torch
@@ -106,3 +107,19 @@ def test_state_output_off_is_not_a_silent_no_op(comfy, tiny_model, conds, clip_l
     with pytest.raises(ValueError, match="Batch Video Sampler: the attention state from Batch Video Sampler "
                                          "is empty. Turn on output_state"):
         video_sampler(comfy, tiny_model, conds, clip_latent, state=empty, steps=1)
+
+
+def test_models_without_patchable_self_attention_are_refused(comfy, tiny_model, conds, clip_latent):
+    """A DiT (no U-Net blocks) would silently ignore attn1 patches: refuse it, naming the supported models."""
+    check = sys.modules[comfy.Sampler.__module__.rsplit(".", 1)[0] + ".comfy_patch"]
+    assert check.self_attention_count(tiny_model.model.diffusion_model, frozenset({"output"})) == 4
+
+    class DiTLike(torch.nn.Module):
+        pass
+
+    class FakeModel:
+        diffusion_model = DiTLike()
+
+    with pytest.raises(ValueError, match="Batch Video Sampler: this model \\(DiTLike\\) has no U-Net "
+                                         "self-attention.*SD1.x, SD2.x and SDXL"):
+        check.check_supported(FakeModel(), frozenset({"output"}), "Batch Video Sampler")
