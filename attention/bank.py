@@ -40,7 +40,14 @@ class AttentionBank:
         slot = self.steps.slot_for_record(sigma)
         dev = tokens.device if self.device is None else self.device
         dt = tokens.dtype if self.dtype is None else self.dtype
-        kept = tokens.detach().to(device=dev, dtype=dt, copy=True)
+        tokens = tokens.detach()
+        if dev.type == "cpu" and tokens.device.type == "cuda":
+            # Into pinned memory without waiting for the GPU: the copy is ordered on the stream before the
+            # later copy back (fetch), and nothing reads it on the host in between.
+            kept = torch.empty(tokens.shape, dtype=dt, pin_memory=True)
+            kept.copy_(tokens.to(dt), non_blocking=True)
+        else:
+            kept = tokens.to(device=dev, dtype=dt, copy=True)
         self._entries[(layer, group, slot)] = kept
         self.groups.add(group)
 

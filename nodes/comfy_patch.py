@@ -7,6 +7,7 @@ tells the patch what that run is (STORE a reference, or sample frames against an
 """
 from __future__ import annotations
 
+import weakref
 from typing import Callable
 
 import torch
@@ -17,10 +18,18 @@ from ..attention.errors import CrossFrameError
 
 WRAPPER_KEY = "cross_frame_attention"
 _UNET_GROUPS = {"input": "input_blocks", "middle": "middle_block", "output": "output_blocks"}
+_counts: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> {blocks: count}
 
 
 def self_attention_count(diffusion_model, blocks: frozenset) -> int:
     """Transformer blocks (each with one self-attention) that ComfyUI's attn1 patch reaches in `blocks`."""
+    cached = _counts.setdefault(diffusion_model, {})
+    if blocks not in cached:
+        cached[blocks] = _count(diffusion_model, blocks)
+    return cached[blocks]
+
+
+def _count(diffusion_model, blocks: frozenset) -> int:
     from comfy.ldm.modules.attention import BasicTransformerBlock
     count = 0
     for group in blocks:
