@@ -23,7 +23,7 @@ def assemble_kv(x: torch.Tensor, groups: int, first: torch.Tensor, prev0: torch.
     """
     b, t, c = x.shape
     frames = b // groups
-    xs = x.view(groups, frames, t, c)
+    xs = x.reshape(groups, frames, t, c)  # a view when contiguous (the usual case)
     use_first, use_prev = "first" in anchors, "previous" in anchors
     k = use_first + use_prev + bool(include_self)
     out = x.new_empty(groups, frames, k * t, c)
@@ -37,4 +37,4 @@ def assemble_kv(x: torch.Tensor, groups: int, first: torch.Tensor, prev0: torch.
         at += t
     if include_self:
         out[:, :, at:at + t] = xs
-    return out.view(b, k * t, c)
+    return out.view(b, k * t, c)  # `out` is new and contiguous

@@ -1,4 +1,4 @@
-"""Stored self-attention inputs of one frame, per (layer, cond/uncond group, denoising step)."""
+"""Stored self-attention inputs of one frame, per (layer, conditioning group, denoising step, evaluation)."""
 from __future__ import annotations
 
 import torch
@@ -12,7 +12,9 @@ class AttentionBank:
 
     Used for the reference frame (STORE), for the clip's first frame when a clip is sampled in chunks, and
     for the last frame of a chunk (the `prev` of the next chunk). Keys: layer id (any hashable), group key
-    (cond flag and its ordinal in the call, so cond and uncond never mix), and the step's sigma slot.
+    ((cond flag, index of the conditioning), so cond and uncond and several conds never mix), the step's
+    sigma slot, and the evaluation's occurrence at that sigma (heun evaluates a sigma twice, PAG/SAG add an
+    extra pass: the n-th evaluation of a run reads the n-th of the recording run, or its last one).
     """
 
     def __init__(self, label: str, device: torch.device | None = None, dtype: torch.dtype | None = None):
@@ -21,6 +23,7 @@ class AttentionBank:
         self.dtype = dtype                # None: keep the recorded tensor's dtype
         self.steps = SigmaIndex()
         self._entries: dict[tuple, torch.Tensor] = {}
+        self._last_occurrence: dict[tuple, int] = {}
         self.groups: set = set()
         self.latent_shape: tuple | None = None   # (channels, height, width) of the latent it was sampled at
         self.model_ref = None                    # weakref to the model that produced it, when known
@@ -35,7 +38,7 @@ class AttentionBank:
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self._entries.values())
 
-    def record(self, layer, group, sigma: float, tokens: torch.Tensor) -> None:
+    def record(self, layer, group, sigma: float, tokens: torch.Tensor, occurrence: int = 0) -> None:
         """Keep a copy of `tokens` ([T, C]); a view of the live batch must not keep the batch alive."""
         slot = self.steps.slot_for_record(sigma)
         dev = tokens.device if self.device is None else self.device
@@ -43,33 +46,37 @@ class AttentionBank:
         tokens = tokens.detach()
         if dev.type == "cpu" and tokens.device.type == "cuda":
             # Into pinned memory without waiting for the GPU: the copy is ordered on the stream before the
-            # later copy back (fetch), and nothing reads it on the host in between.
+            # copy back in `fetch`, and nothing reads it on the host in between.
             kept = torch.empty(tokens.shape, dtype=dt, pin_memory=True)
             kept.copy_(tokens.to(dt), non_blocking=True)
         else:
             kept = tokens.to(device=dev, dtype=dt, copy=True)
-        self._entries[(layer, group, slot)] = kept
+        self._entries[(layer, group, slot, occurrence)] = kept
+        step = (layer, group, slot)
+        self._last_occurrence[step] = max(occurrence, self._last_occurrence.get(step, 0))
         self.groups.add(group)
 
-    def slot(self, sigma: float) -> int:
-        return self.steps.slot_for_lookup(sigma, self.label)
+    def slot(self, sigma: float, who: str) -> int:
+        return self.steps.slot_for_lookup(sigma, f"{who}: {self.label}")
 
-    def fetch(self, layer, groups, slot: int, like: torch.Tensor) -> torch.Tensor:
+    def fetch(self, layer, groups, occurrences, slot: int, like: torch.Tensor, who: str) -> torch.Tensor:
         """[len(groups), T, C] on `like`'s device and dtype, for the groups of one model call."""
         rows = []
-        for group in groups:
-            entry = self._entries.get((layer, group, slot))
-            if entry is None:
-                raise CrossFrameError(self._missing_message(layer, group))
-            rows.append(entry)
-        stacked = rows[0].unsqueeze(0) if len(rows) == 1 else torch.stack(rows)
-        return stacked.to(device=like.device, dtype=like.dtype, non_blocking=True)
+        for group, occurrence in zip(groups, occurrences):
+            last = self._last_occurrence.get((layer, group, slot))
+            if last is None:
+                raise CrossFrameError(self._missing_message(layer, group, who))
+            entry = self._entries[(layer, group, slot, min(occurrence, last))]
+            # each row to the device first: a pinned row uploads asynchronously, a host-side stack would not
+            rows.append(entry.to(device=like.device, dtype=like.dtype, non_blocking=True))
+        return rows[0].unsqueeze(0) if len(rows) == 1 else torch.stack(rows)
 
-    def _missing_message(self, layer, group) -> str:
+    def _missing_message(self, layer, group, who: str) -> str:
         if group not in self.groups:
             kind = "positive (cond)" if group[0] == 0 else "negative (uncond)"
-            return (f"{self.label} has no {kind} attention recorded: it was sampled with a different CFG "
-                    "setup (cfg = 1 skips the negative prompt). Sample the reference and the frames with "
-                    "the same cfg (both 1 or both > 1) and the same conditioning layout.")
-        return (f"{self.label} has nothing recorded for attention layer {layer}: it was stored for other "
-                "blocks. Use the same blocks for storing and for the frames.")
+            return (f"{who}: {self.label} has no {kind} attention recorded for conditioning #{group[1] + 1} "
+                    f"of that kind (it recorded {len(self.groups)} conditioning group(s)). Sample the "
+                    "reference and the frames with the same cfg setup (cfg = 1 skips the negative prompt) "
+                    "and the same number of conditionings (Conditioning Combine / Set Area add some).")
+        return (f"{who}: {self.label} has nothing recorded for attention layer {layer}: it was stored for "
+                "other blocks. Use the same blocks for storing and for the frames.")

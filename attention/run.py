@@ -43,34 +43,46 @@ class FrameRun:
     ComfyUI passes unchanged to every layer of one call) and bank slots once per sigma.
     """
 
-    def __init__(self, plan: RunPlan):
+    def __init__(self, plan: RunPlan, group_of: dict | None = None):
+        """group_of: optional {conditioning id: (cond flag, index)} so that a conditioning keeps its group
+        key whatever call it arrives in (ComfyUI: the uuids of the sampler's conds)."""
         if plan.frames < 1:
             raise CrossFrameError(f"{plan.who}: the latent batch is empty; give it at least one frame.")
         self.plan = plan
         self.options = plan.options
-        self._needs_sigma = any(b is not None for b in (plan.first, plan.prev, plan.record_first,
-                                                         plan.record_last, plan.store)) \
-            or plan.active_sigmas is not None
+        self._uses_banks = any(b is not None for b in (plan.first, plan.prev, plan.record_first,
+                                                       plan.record_last, plan.store))
+        self._needs_sigma = self._uses_banks or plan.active_sigmas is not None
+        self._group_of = group_of or {}
         self._group_cache: dict[tuple, tuple] = {}
+        self._ids_obj = None
+        self._ids_groups: tuple = ()
+        self._occurrences: dict[tuple, int] = {}
         self._sigma_obj = None
         self._sigma = 0.0
         self._slots: dict[int, int] = {}
         self.calls = 0  # self-attention calls served, for tests and diagnostics
 
     # -- per model call -------------------------------------------------------------------------------
-    def _groups(self, cond_or_uncond, batch: int) -> tuple:
-        key = tuple(cond_or_uncond)
-        groups = self._group_cache.get(key)
-        if groups is None:
-            if not key:
-                raise CrossFrameError(f"{self.plan.who}: the model call carries no cond/uncond layout.")
-            seen: dict[int, int] = {}
-            out = []
-            for flag in key:
-                out.append((int(flag), seen.get(flag, 0)))  # ordinal keeps extra (area) conds apart
-                seen[flag] = seen.get(flag, 0) + 1
-            groups = tuple(out)
-            self._group_cache[key] = groups
+    def _groups(self, cond_or_uncond, batch: int, ids) -> tuple:
+        if ids is not None and ids is self._ids_obj:   # every layer of one call gets the same ids object
+            groups = self._ids_groups
+        else:
+            key = tuple(cond_or_uncond)
+            groups = self._group_cache.get(key)
+            if groups is None:
+                if not key:
+                    raise CrossFrameError(f"{self.plan.who}: the model call carries no cond/uncond layout.")
+                seen: dict[int, int] = {}
+                out = []
+                for flag in key:
+                    out.append((int(flag), seen.get(flag, 0)))  # by order within the call
+                    seen[flag] = seen.get(flag, 0) + 1
+                groups = tuple(out)
+                self._group_cache[key] = groups
+            if ids is not None and self._group_of:
+                groups = tuple(self._group_of.get(i, g) for i, g in zip(ids, groups))
+                self._ids_obj, self._ids_groups = ids, groups
         if batch != len(groups) * self.plan.frames:
             raise CrossFrameError(
                 f"{self.plan.who}: a model call holds {batch} images for {len(groups)} conditioning "
@@ -89,12 +101,13 @@ class FrameRun:
     def _slot(self, bank: AttentionBank, sigma: float) -> int:
         slot = self._slots.get(id(bank))
         if slot is None:
-            slot = bank.slot(sigma)
+            slot = bank.slot(sigma, self.plan.who)
             self._slots[id(bank)] = slot
         return slot
 
-    def _fetch(self, bank: AttentionBank, layer, groups, sigma: float, x: torch.Tensor) -> torch.Tensor:
-        rows = bank.fetch(layer, groups, self._slot(bank, sigma), x)
+    def _fetch(self, bank: AttentionBank, layer, groups, occurrences, sigma: float,
+               x: torch.Tensor) -> torch.Tensor:
+        rows = bank.fetch(layer, groups, occurrences, self._slot(bank, sigma), x, self.plan.who)
         if rows.shape[1:] != x.shape[1:]:
             raise CrossFrameError(
                 f"{self.plan.who}: {bank.label} was recorded at another resolution ({rows.shape[1]} tokens "
@@ -102,31 +115,43 @@ class FrameRun:
                 "the same width and height.")
         return rows
 
-    def kv(self, layer, x: torch.Tensor, cond_or_uncond, sigma) -> torch.Tensor | None:
+    def _occurrence(self, layer, groups, sigma: float) -> list[int]:
+        """How many times each group was already evaluated at this sigma in this run (heun, PAG, SAG)."""
+        out = []
+        for group in groups:
+            key = (layer, group, sigma)
+            n = self._occurrences.get(key, 0)
+            self._occurrences[key] = n + 1
+            out.append(n)
+        return out
+
+    def _record(self, bank: AttentionBank | None, layer, groups, occurrences, sigma: float, frames) -> None:
+        if bank is not None:
+            for group, occurrence, tokens in zip(groups, occurrences, frames):
+                bank.record(layer, group, sigma, tokens, occurrence)
+
+    def kv(self, layer, x: torch.Tensor, cond_or_uncond, sigma, ids=None) -> torch.Tensor | None:
         """Key/value source for self-attention input `x` ([groups * frames, T, C]) of `layer`, or None to
-        leave the layer's ordinary self-attention alone."""
+        leave the layer's ordinary self-attention alone. `ids`: the call's conditioning ids (see group_of)."""
         plan = self.plan
-        groups = self._groups(cond_or_uncond, x.shape[0])
+        groups = self._groups(cond_or_uncond, x.shape[0], ids)
         s = self._sigma_value(sigma) if self._needs_sigma else 0.0
         self.calls += 1
         g, f = len(groups), plan.frames
-        xs = x.view(g, f, *x.shape[1:])
+        xs = x.reshape(g, f, *x.shape[1:])
+        occurrences = self._occurrence(layer, groups, s) if self._uses_banks else None
+        # Recorded at every step, active or not (a kept state must serve runs with other percents too),
+        # and before anything is read: a run never reads the banks it writes.
+        self._record(plan.store, layer, groups, occurrences, s, xs[:, 0])
+        self._record(plan.record_first, layer, groups, occurrences, s, xs[:, 0])
+        self._record(plan.record_last, layer, groups, occurrences, s, xs[:, f - 1])
         if plan.store is not None:
-            for i, group in enumerate(groups):
-                plan.store.record(layer, group, s, xs[i, 0])
             return None
         if plan.active_sigmas is not None and not plan.active_sigmas[1] <= s <= plan.active_sigmas[0]:
             return None
-        first = xs[:, 0] if plan.first is None else self._fetch(plan.first, layer, groups, s, x)
+        first = xs[:, 0] if plan.first is None else self._fetch(plan.first, layer, groups, occurrences, s, x)
         if plan.prev is not None and self.options.uses_previous:
-            prev0 = self._fetch(plan.prev, layer, groups, s, x)
+            prev0 = self._fetch(plan.prev, layer, groups, occurrences, s, x)
         else:
             prev0 = first
-        context = assemble_kv(x, g, first, prev0, self.options.anchors, self.options.include_self)
-        if plan.record_first is not None:
-            for i, group in enumerate(groups):
-                plan.record_first.record(layer, group, s, xs[i, 0])
-        if plan.record_last is not None:
-            for i, group in enumerate(groups):
-                plan.record_last.record(layer, group, s, xs[i, f - 1])
-        return context
+        return assemble_kv(x, g, first, prev0, self.options.anchors, self.options.include_self)

@@ -25,6 +25,9 @@ class CrossFrameState:
         self.first: AttentionBank | None = None
         self.last: AttentionBank | None = None
         self.runs = 0                     # sampling runs that filled it
+        # Filled as a side effect of another node's sampler: a reader must also take that sampler's LATENT
+        # by a link, or ComfyUI may run it first or serve it from cache after the reference changed.
+        self.needs_reference_latent = False
 
     def __deepcopy__(self, memo):
         return self
@@ -59,8 +62,10 @@ class CrossFrameState:
                     "unloaded since. Re-run the reference sampler with the current model.")
             if recorded is not model:
                 raise CrossFrameError(
-                    f"{who}: the attention state from {self.producer} was filled by a different model "
-                    "(checkpoint). Use the same checkpoint for the reference and the frames.")
+                    f"{who}: the attention state from {self.producer} was filled by a different model: "
+                    "another checkpoint, or the same one loaded again since. Use the same checkpoint for the "
+                    "reference and the frames, and re-run the reference sampler (change its seed or any "
+                    "input) if the checkpoint was reloaded.")
         if latent_shape is not None and self.first.latent_shape is not None \
                 and tuple(latent_shape) != tuple(self.first.latent_shape):
             c, h, w = self.first.latent_shape

@@ -11,8 +11,9 @@ Policy (documented in README):
   count, a different denoise that still overlaps);
 - a sigma outside that range has no usable match: an error, because the reference never saw that noise
   level (e.g. reference sampled with denoise 0.5, frames with denoise 1.0).
-When one sigma is recorded twice in a run (heun evaluates sigma[i+1] at the end of step i and again at the
-start of step i+1), the later record wins.
+A sigma evaluated several times in one run (heun evaluates sigma[i+1] at the end of step i and again at the
+start of step i+1; PAG and SAG add a pass) keeps one record per evaluation: the n-th evaluation of a run
+reads the n-th of the recording run, or its last one if it had fewer (see AttentionBank).
 """
 from __future__ import annotations
 

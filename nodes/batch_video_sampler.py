@@ -10,7 +10,7 @@ import comfy.utils
 import latent_preview
 from comfy_api.latest import io
 
-from ..attention import ClipPlanner, CrossFrameOptions, model_reference
+from ..attention import ClipPlanner, CrossFrameError, CrossFrameOptions, model_reference
 from .chunk_conditioning import conditioning_for_chunk
 from .comfy_patch import active_sigmas, patch_model
 from .cross_frame_patch import latent_resolution
@@ -68,6 +68,10 @@ class BatchVideoSampler(io.ComfyNode):
                                           tooltip="Optional anchor: a reference from Store Reference "
                                                   "Attention, or the state output of an earlier Batch Video "
                                                   "Sampler to continue its clip."),
+                io.Latent.Input("reference_latent", optional=True,
+                                tooltip="With a state from Store Reference Attention: the LATENT its reference "
+                                        "sampler produced. This link makes the reference run first, and "
+                                        "re-runs this node when the reference changes."),
             ],
             outputs=[
                 io.Latent.Output(display_name="LATENT", tooltip="The denoised clip, same frames and order."),
@@ -80,7 +84,7 @@ class BatchVideoSampler(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, negative, latent_image, seed, steps, cfg, sampler_name, scheduler,
                 denoise, frames_per_batch, anchors, include_self, blocks, start_percent, end_percent,
-                bank_device, bank_dtype, output_state, state=None) -> io.NodeOutput:
+                bank_device, bank_dtype, output_state, state=None, reference_latent=None) -> io.NodeOutput:
         options = CrossFrameOptions(blocks=blocks, anchors=anchors, include_self=include_self,
                                     start_percent=start_percent, end_percent=end_percent,
                                     bank_device=bank_device, bank_dtype=bank_dtype)
@@ -88,6 +92,14 @@ class BatchVideoSampler(io.ComfyNode):
         latent = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])
         n_frames = latent.shape[0]
         if state is not None:
+            if state.needs_reference_latent and reference_latent is None:
+                raise CrossFrameError(
+                    f"{NAME}: the state comes from {state.producer}; also connect its reference sampler's "
+                    "LATENT output to reference_latent, so the reference is sampled first and a changed "
+                    "reference re-runs this node instead of reusing a cached clip.")
+            if reference_latent is not None:
+                state.check_usable(NAME, latent_shape=latent_resolution(reference_latent, NAME,
+                                                                        "reference_latent"))
             state.check_usable(NAME, model=model.model, latent_shape=latent.shape[1:], blocks=options.blocks)
         planner = ClipPlanner(options, n_frames, frames_per_batch, NAME, reference=state,
                               keep_state=output_state, latent_shape=tuple(latent.shape[1:]),
@@ -95,6 +107,9 @@ class BatchVideoSampler(io.ComfyNode):
         # Noise for the whole clip at once, then sliced: frame k's noise never depends on chunking.
         noise = comfy.sample.prepare_noise(latent, seed, latent_image.get("batch_index"))
         mask = latent_image.get("noise_mask")
+        if mask is not None:
+            # One mask per frame before slicing (core would otherwise repeat a short mask batch per chunk).
+            mask = comfy.utils.repeat_to_batch_size(mask.reshape((-1, 1) + tuple(mask.shape[-2:])), n_frames)
         sigma_bounds = active_sigmas(model, options)
         chunks = planner.chunks
         pbar = comfy.utils.ProgressBar(steps * len(chunks))
@@ -107,7 +122,7 @@ class BatchVideoSampler(io.ComfyNode):
             memo = {}  # one memo for both: positive and negative may share ControlNet chains
             pos = conditioning_for_chunk(positive, start, end, n_frames, NAME, memo)
             neg = conditioning_for_chunk(negative, start, end, n_frames, NAME, memo)
-            chunk_mask = mask[start:end] if mask is not None and mask.shape[0] == n_frames else mask
+            chunk_mask = None if mask is None else mask[start:end]
             samples = comfy.sample.sample(
                 patched, noise[start:end], steps, cfg, sampler_name, scheduler, pos, neg,
                 latent[start:end], denoise=denoise, noise_mask=chunk_mask,

@@ -1,11 +1,18 @@
-"""Per-chunk conditioning: give each chunk of frames its own ControlNet hints.
+"""Per-chunk conditioning: give each chunk of frames its own ControlNet hints and per-frame conditioning.
 
-Core keeps the *first* hints when a latent batch is smaller than the hint batch, so without this a chunk of
-frames 8..15 would be guided by the hints of frames 0..7.
+Core keeps the *first* hints when a latent batch is smaller than the hint batch (and resamples other
+per-frame conditioning over the batch), so without this a chunk of frames 8..15 would be guided by the data
+of frames 0..7.
 """
 from __future__ import annotations
 
+import torch
+
 from ..attention import CrossFrameError
+
+# Conditioning entries that may hold one image per frame: inpainting models' concat inputs and
+# ConditioningSetMask masks. Sliced with the chunk when their batch is the clip's length.
+PER_FRAME_KEYS = ("concat_latent_image", "concat_mask", "mask")
 
 
 def _slice_control(control, start: int, end: int, n_frames: int, who: str, memo: dict):
@@ -36,11 +43,12 @@ def conditioning_for_chunk(conditioning, start: int, end: int, n_frames: int, wh
     """A copy of a CONDITIONING list whose ControlNet chains see only the hints of frames start..end-1."""
     out = []
     for tensor, extras in conditioning:
-        control = extras.get("control")
-        if control is None:
-            out.append([tensor, extras])
-            continue
         extras = extras.copy()
-        extras["control"] = _slice_control(control, start, end, n_frames, who, memo)
+        for key in PER_FRAME_KEYS:
+            value = extras.get(key)
+            if isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] == n_frames:
+                extras[key] = value[start:end]
+        if extras.get("control") is not None:
+            extras["control"] = _slice_control(extras["control"], start, end, n_frames, who, memo)
         out.append([tensor, extras])
     return out

@@ -78,7 +78,8 @@ class Attn1Patch:
         layer = (block[0], block[1], extra_options.get("block_index", 0))
         # Another patch earlier in the chain may have changed the K/V source; build on what it set.
         source = n if context is None else context
-        kv = run.kv(layer, source, extra_options["cond_or_uncond"], extra_options["sigmas"])
+        kv = run.kv(layer, source, extra_options["cond_or_uncond"], extra_options["sigmas"],
+                    extra_options.get("uuids"))
         if kv is None:
             return n, context, value
         if value is not None and value is not context:
@@ -90,6 +91,24 @@ class Attn1Patch:
 
 
 PlanFactory = Callable[[object, object, object], RunPlan]
+# ComfyUI's cond_or_uncond flags: calc_cond_batch gets [positive, negative] and tags each chunk by index.
+_FLAG_OF = {"positive": 0, "negative": 1}
+
+
+def conditioning_groups(guider) -> dict:
+    """{cond uuid: (flag, index in its list)}: a conditioning keeps its group key whether ComfyUI batches it
+    with others or calls it alone (memory, area sizes, hooks), and matches the reference's by position."""
+    groups = {}
+    for name, flag in _FLAG_OF.items():
+        for index, cond in enumerate(getattr(guider, "conds", {}).get(name) or []):
+            if isinstance(cond, dict) and "uuid" in cond:
+                groups[cond["uuid"]] = (flag, index)
+    return groups
+
+
+def existing_patch(model) -> "Attn1Patch | None":
+    patches = model.model_options.get("transformer_options", {}).get("patches", {}).get("attn1_patch", [])
+    return next((p for p in patches if isinstance(p, Attn1Patch)), None)
 
 
 def patch_model(model, blocks: frozenset, who: str, plan_for_run: PlanFactory,
@@ -97,6 +116,12 @@ def patch_model(model, blocks: frozenset, who: str, plan_for_run: PlanFactory,
     """A clone of `model` (never `model` itself) whose chosen self-attention layers follow the plan that
     `plan_for_run(guider, latent_image, sigmas)` returns at the start of each sampling run;
     `run_succeeded(plan)` is called when a run completes (not when it fails or is interrupted)."""
+    earlier = existing_patch(model)
+    if earlier is not None:
+        raise CrossFrameError(
+            f"{who}: the MODEL input already carries cross-frame attention from {earlier.who}. Connect the "
+            f"original MODEL (from the checkpoint loader or LoRA chain) to {who}, not the output of "
+            f"{earlier.who}.")
     patched = model.clone()
     patch = Attn1Patch(blocks, who)
 
@@ -104,7 +129,7 @@ def patch_model(model, blocks: frozenset, who: str, plan_for_run: PlanFactory,
         guider = executor.class_obj
         check_supported(guider.model_patcher.model, patch.blocks, who)
         plan = plan_for_run(guider, latent_image, sigmas)
-        patch.run = FrameRun(plan)
+        patch.run = FrameRun(plan, conditioning_groups(guider))
         try:
             out = executor(noise, latent_image, sampler, sigmas, *args, **kwargs)
         finally:

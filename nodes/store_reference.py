@@ -44,6 +44,7 @@ class StoreReferenceAttention(io.ComfyNode):
     def execute(cls, model, blocks, bank_device, bank_dtype) -> io.NodeOutput:
         options = CrossFrameOptions(blocks=blocks, bank_device=bank_device, bank_dtype=bank_dtype)
         state = CrossFrameState(options.blocks, NAME)
+        state.needs_reference_latent = True
 
         def plan_for_run(guider, latent_image, sigmas):
             if latent_image.shape[0] != 1:

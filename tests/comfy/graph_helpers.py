@@ -9,13 +9,14 @@ DEFAULTS = dict(seed=1, steps=4, cfg=5.0, sampler_name="euler", scheduler="norma
                 output_state=False)
 
 
-def video_sampler(comfy, model, conds, latent, state=None, **kw):
+def video_sampler(comfy, model, conds, latent, state=None, reference_latent=None, **kw):
     o = {**DEFAULTS, **kw}
     pos, neg = o.pop("positive", conds[0]), o.pop("negative", conds[1])
     out = comfy.Sampler.execute(model, pos, neg, latent, o["seed"], o["steps"], o["cfg"], o["sampler_name"],
                                 o["scheduler"], o["denoise"], o["frames_per_batch"], o["anchors"],
                                 o["include_self"], o["blocks"], o["start_percent"], o["end_percent"],
-                                o["bank_device"], o["bank_dtype"], o["output_state"], state=state)
+                                o["bank_device"], o["bank_dtype"], o["output_state"], state=state,
+                                reference_latent=reference_latent)
     return out.args[0], out.args[1]
 
 

@@ -65,9 +65,9 @@ def test_reference_state_into_batch_video_sampler_and_continuation(comfy, tiny_m
     """Frames 1..4 anchored on a stored frame 0 equal the whole clip's frames 1..4; a clip split over two
     samplers with output_state continues seamlessly."""
     store_model, state = store(comfy, tiny_model)
-    ksampler(comfy, store_model, conds, latent_from_batch(comfy, clip_latent, 0, 1))
+    reference = ksampler(comfy, store_model, conds, latent_from_batch(comfy, clip_latent, 0, 1))
     rest, _ = video_sampler(comfy, tiny_model, conds, latent_from_batch(comfy, clip_latent, 1, 4), state=state,
-                            frames_per_batch=2)
+                            reference_latent=reference, frames_per_batch=2)
     assert rel_diff(rest["samples"], whole_clip["samples"][1:]) <= TOL
     head, kept = video_sampler(comfy, tiny_model, conds, latent_from_batch(comfy, clip_latent, 0, 3),
                                output_state=True)

@@ -29,7 +29,10 @@ def test_reference_resolution_differs_from_frames(comfy, tiny_model, conds, clip
                                          ".*frames are 64x64.*same width and height"):
         ksampler(comfy, load_model, conds, small, steps=2)
     with pytest.raises(ValueError, match="Batch Video Sampler: the reference was sampled at 128x128"):
-        video_sampler(comfy, tiny_model, conds, small, state=state, steps=2)
+        video_sampler(comfy, tiny_model, conds, small, state=state, reference_latent=reference, steps=2)
+    with pytest.raises(ValueError, match="Batch Video Sampler: the state comes from Store Reference "
+                                         "Attention; also connect its reference sampler's LATENT"):
+        video_sampler(comfy, tiny_model, conds, clip_latent, state=state, steps=2)
     with pytest.raises(ValueError, match="Cross-Frame Attention Patch: the reference was sampled at"):
         patch(comfy, tiny_model, state, {"samples": torch.zeros(1, 4, 8, 8)})
 
@@ -97,9 +100,10 @@ def test_empty_latent_negative_chunk_and_multi_image_reference(comfy, tiny_model
 
 
 def test_blocks_not_recorded_by_the_reference(comfy, tiny_model, conds, clip_latent):
-    state, _ = reference_of(comfy, tiny_model, conds, latent_from_batch(comfy, clip_latent, 0, 1), steps=2)
+    state, ref = reference_of(comfy, tiny_model, conds, latent_from_batch(comfy, clip_latent, 0, 1), steps=2)
     with pytest.raises(ValueError, match="recorded blocks output, but input\\+output were asked for"):
-        video_sampler(comfy, tiny_model, conds, clip_latent, state=state, blocks="input+output", steps=2)
+        video_sampler(comfy, tiny_model, conds, clip_latent, state=state, reference_latent=ref,
+                      blocks="input+output", steps=2)
 
 
 def test_state_output_off_is_not_a_silent_no_op(comfy, tiny_model, conds, clip_latent):

@@ -11,6 +11,19 @@ import toy_unet as toy
 LAYOUTS = [[0, 1], [1, 0], [0], [0, 0, 1]]
 
 
+def group_of(layout):
+    """Conditioning id -> (flag, index among that flag's conds), as the ComfyUI adapter builds from uuids."""
+    seen, out = {}, {}
+    for i, flag in enumerate(layout):
+        out[i] = (flag, seen.get(flag, 0))
+        seen[flag] = seen.get(flag, 0) + 1
+    return out
+
+
+def kv_of(plan, layout):
+    return FrameRun(plan, group_of(layout)).kv
+
+
 class NoSync:
     """A sigma that fails if anything reads its value (a device sync on a real GPU)."""
 
@@ -96,34 +109,56 @@ def test_recorded_tokens_are_copies_not_views_of_the_batch():
     bank = AttentionBank("ref")
     x = torch.randn(3, 4, 2)
     FrameRun(RunPlan(frames=3, options=CrossFrameOptions(), record_last=bank)).kv("L", x, [0], 1.0)
-    kept = bank.fetch("L", [(0, 0)], 0, x)[0]
+    kept = bank.fetch("L", [(0, 0)], [0], 0, x, "test")[0]
     x.zero_()
     assert kept.abs().sum() > 0
 
 
-@pytest.mark.parametrize("layout", [[1, 0], [0]])
+@pytest.mark.parametrize("layout,kw", [([1, 0], {}), ([0], {}), ([1, 0], dict(heun=True)),
+                                       ([0, 0, 1], dict(split_calls=True)), ([0, 0, 1], {})])
 @pytest.mark.parametrize("frames_per_batch", [1, 2, 3, 0])
-def test_chunked_and_batched_equal_frame_by_frame(layout, frames_per_batch):
-    """Sequential equals batched: the central property, on a toy denoiser."""
+def test_chunked_and_batched_equal_frame_by_frame(layout, kw, frames_per_batch):
+    """Sequential equals batched: the central property, on a toy denoiser; also when a sigma is evaluated
+    twice (heun) and when two positive conds arrive in separate calls (area conds of different sizes)."""
     weights = toy.make_weights()
     x = torch.randn(5, toy.TOKENS, toy.CHANNELS, generator=torch.Generator().manual_seed(3))
-    want = toy.frame_by_frame(x, weights, layout)
+    want = toy.frame_by_frame(x, weights, layout, **kw)
     planner = ClipPlanner(CrossFrameOptions(), 5, frames_per_batch, "test")
     outs = []
     for i, (s, e) in enumerate(planner.chunks):
-        run = FrameRun(planner.plan(i))
-        outs.append(toy.denoise(x[s:e], weights, layout, run.kv))
+        outs.append(toy.denoise(x[s:e], weights, layout, kv_of(planner.plan(i), layout), **kw))
     got = torch.cat(outs)
-    plain = toy.denoise(x, weights, layout, lambda *a: None)
+    plain = toy.denoise(x, weights, layout, lambda *a: None, **kw)
     assert (got - want).abs().max() < 1e-5
     assert (plain - want).abs().max() > 1e-2     # the method really acts
+
+
+@pytest.mark.parametrize("with_ids", [True, False])
+def test_conditioning_ids_keep_conds_apart_when_batching_changes(with_ids):
+    """ComfyUI batches conds together or calls them one by one depending on free memory and area sizes,
+    so one chunk may see [0, 0, 1] in one call and the next in three. Conditioning ids keep each cond's
+    key stable; keyed by order within a call alone, the second positive cond reads the wrong frame."""
+    weights = toy.make_weights()
+    x = torch.randn(4, toy.TOKENS, toy.CHANNELS, generator=torch.Generator().manual_seed(8))
+    layout = [0, 0, 1]
+    want = toy.frame_by_frame(x, weights, layout)
+    planner = ClipPlanner(CrossFrameOptions(), 4, 2, "test")
+    outs = []
+    try:
+        for i, (s, e) in enumerate(planner.chunks):
+            run = FrameRun(planner.plan(i), group_of(layout) if with_ids else None)
+            outs.append(toy.denoise(x[s:e], weights, layout, run.kv, split_calls=(i == 0)))
+        error = float((torch.cat(outs) - want).abs().max())
+    except CrossFrameError:   # the second positive cond found nothing under its key
+        error = float("inf")
+    assert (error < 1e-5) if with_ids else (error > 1e-3)
 
 
 def test_split_cond_calls_equal_one_call():
     weights = toy.make_weights()
     x = torch.randn(4, toy.TOKENS, toy.CHANNELS, generator=torch.Generator().manual_seed(4))
-    one = toy.denoise(x, weights, [1, 0], FrameRun(RunPlan(frames=4, options=CrossFrameOptions())).kv)
-    split = toy.denoise(x, weights, [1, 0], FrameRun(RunPlan(frames=4, options=CrossFrameOptions())).kv,
+    one = toy.denoise(x, weights, [1, 0], kv_of(RunPlan(frames=4, options=CrossFrameOptions()), [1, 0]))
+    split = toy.denoise(x, weights, [1, 0], kv_of(RunPlan(frames=4, options=CrossFrameOptions()), [1, 0]),
                         split_calls=True)
     assert (one - split).abs().max() < 1e-5
 
@@ -137,24 +172,24 @@ def test_reference_state_and_continuation():
     layout = [1, 0]
     # STORE through the core
     bank = AttentionBank("ref")
-    toy.denoise(ref_x, weights, layout, FrameRun(RunPlan(frames=1, options=CrossFrameOptions(),
-                                                         store=bank)).kv)
+    toy.denoise(ref_x, weights, layout, kv_of(RunPlan(frames=1, options=CrossFrameOptions(), store=bank),
+                                              layout))
     state = CrossFrameState(frozenset({"output"}), "Store")
     state.first = bank
     want = toy.frame_by_frame(x, weights, layout, reference=toy.record_reference(ref_x, weights, layout))
     # whole clip against the reference
     planner = ClipPlanner(CrossFrameOptions(), 6, 0, "test", reference=state)
-    got = toy.denoise(x, weights, layout, FrameRun(planner.plan(0)).kv)
+    got = toy.denoise(x, weights, layout, kv_of(planner.plan(0), layout))
     assert (got - want).abs().max() < 1e-5
     # the clip in two sampler calls, the second continuing from the first one's kept state
     first_half = ClipPlanner(CrossFrameOptions(), 3, 2, "test", reference=state, keep_state=True)
     outs = []
     for i, (s, e) in enumerate(first_half.chunks):
-        outs.append(toy.denoise(x[s:e], weights, layout, FrameRun(first_half.plan(i)).kv))
+        outs.append(toy.denoise(x[s:e], weights, layout, kv_of(first_half.plan(i), layout)))
     kept = first_half.result_state()
     assert kept.filled and kept.last is not None
     second = ClipPlanner(CrossFrameOptions(), 3, 0, "test", reference=kept)
-    outs.append(toy.denoise(x[3:], weights, layout, FrameRun(second.plan(0)).kv))
+    outs.append(toy.denoise(x[3:], weights, layout, kv_of(second.plan(0), layout)))
     assert (torch.cat(outs) - want).abs().max() < 1e-5
 
 

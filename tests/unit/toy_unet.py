@@ -19,57 +19,78 @@ def attention(h, kv, w):
     return torch.nn.functional.scaled_dot_product_attention(q, k, v) @ w["o"]
 
 
-def denoise(x, weights, cond_or_uncond, kv_source, sigmas=SIGMAS, split_calls=False):
-    """x: [frames, T, C]. kv_source(layer, h, cond_or_uncond, sigma) -> K/V input or None.
+def evaluate(x, weights, cond_or_uncond, kv_source, sigma, split_calls=False):
+    """One guided model evaluation. Groups are conditionings: group k of the layout gets its own offset
+    (like its own prompt) and id k. With split_calls, each group is evaluated in its own call (ComfyUI
+    does that when memory is short, or for area conds of different sizes)."""
+    ids = list(range(len(cond_or_uncond)))
+    calls = [[i] for i in ids] if split_calls else [ids]
+    outs = {}
+    for call in calls:
+        layout = [cond_or_uncond[i] for i in call]
+        h = torch.cat([x + 0.3 * (1 + i) * (-1) ** cond_or_uncond[i] for i in call])
+        sig = torch.tensor([sigma] * h.shape[0])
+        for layer, w in enumerate(weights):
+            kv = kv_source(("output", layer, 0), h, layout, sig, call)
+            h = h + attention(h, h if kv is None else kv, w)
+        for j, i in enumerate(call):
+            outs[i] = h[j * x.shape[0]:(j + 1) * x.shape[0]]
+    cond = sum(outs[i] for i in ids if cond_or_uncond[i] == 0)
+    uncond = [outs[i] for i in ids if cond_or_uncond[i] == 1]
+    return cond if not uncond else uncond[0] + 2.0 * (cond - uncond[0])
 
-    Each cond group gets its own offset (like a different prompt); the guided update mixes them.
-    With split_calls, each group is evaluated in its own call (ComfyUI does that when memory is short)."""
-    offsets = {0: 0.3, 1: -0.2}
-    for sigma in sigmas:
-        layouts = [[c] for c in cond_or_uncond] if split_calls else [list(cond_or_uncond)]
-        outs = {}
-        for layout in layouts:
-            h = torch.cat([x + offsets[c] for c in layout])
-            sig = torch.tensor([sigma] * h.shape[0])
-            for layer, w in enumerate(weights):
-                kv = kv_source(("output", layer, 0), h, layout, sig)
-                h = h + attention(h, h if kv is None else kv, w)
-            for i, c in enumerate(layout):
-                outs[c] = h[i * x.shape[0]:(i + 1) * x.shape[0]]
-        guided = outs[0] if 1 not in outs else outs[1] + 2.0 * (outs[0] - outs[1])
-        x = x - 0.1 * sigma * torch.tanh(guided)
+
+def denoise(x, weights, cond_or_uncond, kv_source, sigmas=SIGMAS, split_calls=False, heun=False):
+    """x: [frames, T, C]. kv_source(layer, h, layout, sigma, ids) -> K/V input or None.
+    heun: a second evaluation per step at the next sigma (so that sigma is evaluated twice, like heun)."""
+    for i, sigma in enumerate(sigmas):
+        d = torch.tanh(evaluate(x, weights, cond_or_uncond, kv_source, sigma, split_calls))
+        if heun and i + 1 < len(sigmas):
+            x_pred = x - 0.1 * sigma * d
+            d2 = torch.tanh(evaluate(x_pred, weights, cond_or_uncond, kv_source, sigmas[i + 1], split_calls))
+            d = 0.5 * (d + d2)
+        x = x - 0.1 * sigma * d
     return x
 
 
-def frame_by_frame(x, weights, cond_or_uncond, reference=None):
+def _keyed_source(store, read, skip):
+    """kv_source for one frame: keeps its inputs per (layer, sigma, conditioning, n-th evaluation there)
+    and attends to [read_first; read_prev] under the same key."""
+    seen = {}
+
+    def kv_source(layer, h, layout, sig, ids):
+        rows = []
+        for j, cid in enumerate(ids):
+            base = (layer, float(sig[0]), cid)
+            n = seen.get(base, 0)
+            seen[base] = n + 1
+            store[base + (n,)] = h[j:j + 1]
+            if not skip:
+                first, prev = read
+                rows.append(torch.cat([first[base + (n,)], prev[base + (n,)]], dim=1))
+        return None if skip else torch.cat(rows)
+    return kv_source
+
+
+def frame_by_frame(x, weights, cond_or_uncond, reference=None, **kw):
     """The method as first written, one frame at a time: frame 0 (or a reference) records its attention
-    inputs per (layer, step, group); every later frame attends to [first; previous] at the same layer/step."""
+    inputs per (layer, step, conditioning, evaluation); every later frame attends to [first; previous]
+    under the same key."""
     first, prev = ({}, {}) if reference is None else (reference, reference)
     outs = []
     for i in range(x.shape[0]):
         current = {}
-
-        def kv_source(layer, h, layout, sig, i=i, current=current):
-            key = (layer, float(sig[0]))
-            current[key] = h
-            if i == 0 and reference is None:
-                return None
-            return torch.cat([first[key], prev[key]], dim=1)
-
-        outs.append(denoise(x[i:i + 1], weights, cond_or_uncond, kv_source))
+        skip = i == 0 and reference is None
+        outs.append(denoise(x[i:i + 1], weights, cond_or_uncond, _keyed_source(current, (first, prev), skip),
+                            **kw))
         if i == 0 and reference is None:
             first = current
         prev = current
     return torch.cat(outs)
 
 
-def record_reference(x0, weights, cond_or_uncond):
+def record_reference(x0, weights, cond_or_uncond, **kw):
     """Plain denoise of one image, keeping its attention inputs like frame_by_frame does."""
     stored = {}
-
-    def kv_source(layer, h, layout, sig):
-        stored[(layer, float(sig[0]))] = h
-        return None
-
-    denoise(x0, weights, cond_or_uncond, kv_source)
+    denoise(x0, weights, cond_or_uncond, _keyed_source(stored, None, True), **kw)
     return stored
