@@ -1,5 +1,6 @@
 """Every misuse ends in a CrossFrameError (a ValueError ComfyUI shows as is) naming the node and the fix."""
 import gc
+import logging
 import sys
 
 import pytest
@@ -69,14 +70,17 @@ def test_schedule_without_usable_match(comfy, tiny_model, conds, clip_latent):
         ksampler(comfy, load_model, conds, latent_from_batch(comfy, clip_latent, 1, 2), steps=3, denoise=1.0)
 
 
-def test_other_schedule_falls_back_to_nearest_sigma(comfy, tiny_model, conds, clip_latent):
+def test_other_schedule_falls_back_to_nearest_sigma(comfy, tiny_model, conds, clip_latent, caplog):
     state, reference = reference_of(comfy, tiny_model, conds, latent_from_batch(comfy, clip_latent, 0, 1),
                                     steps=6)
     load_model = patch(comfy, tiny_model, state, reference)
-    out = ksampler(comfy, load_model, conds, latent_from_batch(comfy, clip_latent, 1, 2), steps=4,
-                   denoise=0.8)
+    with caplog.at_level(logging.WARNING, logger="CrossFrameAttention"):
+        out = ksampler(comfy, load_model, conds, latent_from_batch(comfy, clip_latent, 1, 2), steps=4,
+                       denoise=0.8)
     assert torch.isfinite(out["samples"]).all()
     assert state.first.steps.fallbacks > 0
+    warnings = [r.message for r in caplog.records if "nearest recorded sigma" in r.message]
+    assert len(warnings) == 1 and warnings[0].startswith("Cross-Frame Attention Patch: the reference")
 
 
 def test_cfg_mismatch_between_reference_and_frames(comfy, tiny_model, conds, clip_latent):

@@ -98,10 +98,13 @@ def test_noise_mask_per_frame_is_sliced_with_its_chunk(comfy, tiny_model, conds,
 
 
 def test_ancestral_sampler_runs_in_chunks(comfy, tiny_model, conds, clip_latent):
-    """Ancestral samplers draw fresh noise per call: chunked differs from one batch (documented), but both
-    must run and stay close to each other in scale."""
+    """Ancestral samplers draw fresh noise per call: chunked differs from one batch (documented), but it
+    runs and lands at the same output scale."""
     one, _ = video_sampler(comfy, tiny_model, conds, clip_latent, sampler_name="euler_ancestral")
     chunked, _ = video_sampler(comfy, tiny_model, conds, clip_latent, sampler_name="euler_ancestral",
                                frames_per_batch=2)
     assert one["samples"].shape == chunked["samples"].shape
     assert torch.isfinite(chunked["samples"]).all()
+    assert rel_diff(chunked, one) > 1e-4
+    ratio = float(chunked["samples"].abs().max() / one["samples"].abs().max())
+    assert 0.5 < ratio < 2.0
