@@ -10,6 +10,8 @@
 Random weights (std 1/sqrt(fan_in)) in the shape of a real checkpoint; nothing is downloaded. Every number of
 one invocation comes from the same process on the same GPU; ratios are against `plain` of that run.
 Usage: COMFYUI_PATH=... python benchmarks/comfy_gpu_bench.py --shape sd15 --frames 16 --steps 20
+Needs ComfyUI's Python requirements on the GPU machine (an offline machine may lack torchsde, trampoline and
+av: bring their wheels). `--cpu --shape tiny` is a quick smoke run anywhere.
 """
 from __future__ import annotations
 
