@@ -108,3 +108,19 @@ def test_ancestral_sampler_runs_in_chunks(comfy, tiny_model, conds, clip_latent)
     assert rel_diff(chunked, one) > 1e-4
     ratio = float(chunked["samples"].abs().max() / one["samples"].abs().max())
     assert 0.5 < ratio < 2.0
+
+
+def test_per_frame_conditioning_follows_its_chunk(comfy):
+    """Inpainting concat inputs and per-frame cond masks with one entry per frame are cut with the chunk;
+    single-entry ones (shared by all frames) and other entries pass through untouched."""
+    import sys
+    chunking = sys.modules[comfy.Sampler.__module__.rsplit(".", 1)[0] + ".chunk_conditioning"]
+    per_frame = torch.arange(5.0)[:, None, None, None].expand(5, 4, 8, 8)
+    cond = [[torch.zeros(1, 8, 32), {"concat_latent_image": per_frame, "mask": per_frame[:, 0],
+                                     "concat_mask": torch.ones(1, 1, 8, 8), "strength": 0.7}]]
+    out = chunking.conditioning_for_chunk(cond, 2, 4, 5, "Batch Video Sampler", {})
+    extras = out[0][1]
+    assert extras["concat_latent_image"][:, 0, 0, 0].tolist() == [2.0, 3.0]
+    assert extras["mask"][:, 0, 0].tolist() == [2.0, 3.0]
+    assert extras["concat_mask"].shape[0] == 1 and extras["strength"] == 0.7
+    assert cond[0][1]["concat_latent_image"].shape[0] == 5          # the user's conditioning untouched
