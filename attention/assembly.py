@@ -25,7 +25,7 @@ def assemble_kv(x: torch.Tensor, groups: int, first: torch.Tensor, prev0: torch.
     frames = b // groups
     xs = x.reshape(groups, frames, t, c)  # a view when contiguous (the usual case)
     use_first, use_prev = "first" in anchors, "previous" in anchors
-    k = use_first + use_prev + bool(include_self)
+    k = anchor_count(anchors, include_self)
     out = x.new_empty(groups, frames, k * t, c)
     at = 0
     if use_first:

@@ -61,7 +61,6 @@ class FrameRun:
         self._sigma_obj = None
         self._sigma = 0.0
         self._slots: dict[int, int] = {}
-        self.calls = 0  # self-attention calls served, for tests and diagnostics
 
     # -- per model call -------------------------------------------------------------------------------
     def _groups(self, cond_or_uncond, batch: int, ids) -> tuple:
@@ -136,7 +135,6 @@ class FrameRun:
         plan = self.plan
         groups = self._groups(cond_or_uncond, x.shape[0], ids)
         s = self._sigma_value(sigma) if self._needs_sigma else 0.0
-        self.calls += 1
         g, f = len(groups), plan.frames
         xs = x.reshape(g, f, *x.shape[1:])
         occurrences = self._occurrence(layer, groups, s) if self._uses_banks else None
