@@ -1,6 +1,8 @@
 """Stored self-attention inputs of one frame, per (layer, conditioning group, denoising step, evaluation)."""
 from __future__ import annotations
 
+import threading
+
 import torch
 
 from .errors import CrossFrameError
@@ -15,6 +17,9 @@ class AttentionBank:
     ((cond flag, index of the conditioning), so cond and uncond and several conds never mix), the step's
     sigma slot, and the evaluation's occurrence at that sigma (heun evaluates a sigma twice, PAG/SAG add an
     extra pass: the n-th evaluation of a run reads the n-th of the recording run, or its last one).
+
+    Writes take a lock: under MultiGPU CFG split, cond and uncond record into the same bank from two threads
+    at once, and two first records of one sigma must get one step slot, not two.
     """
 
     def __init__(self, label: str, device: torch.device | None = None, dtype: torch.dtype | None = None):
@@ -27,6 +32,9 @@ class AttentionBank:
         self.groups: set = set()
         self.latent_shape: tuple | None = None   # (channels, height, width) of the latent it was sampled at
         self.model_ref = None                    # weakref to the model that produced it, when known
+        self.produced = None                     # LatentFingerprint of the LATENT its run produced (Store)
+        self._lock = threading.Lock()
+        self._ready: dict[tuple, "torch.cuda.Event"] = {}   # pinned entries: copy-finished events
 
     def __len__(self):
         return len(self._entries)
@@ -40,21 +48,28 @@ class AttentionBank:
 
     def record(self, layer, group, sigma: float, tokens: torch.Tensor, occurrence: int = 0) -> None:
         """Keep a copy of `tokens` ([T, C]); a view of the live batch must not keep the batch alive."""
-        slot = self.steps.slot_for_record(sigma)
         dev = tokens.device if self.device is None else self.device
         dt = tokens.dtype if self.dtype is None else self.dtype
         tokens = tokens.detach()
+        ready = None
         if dev.type == "cpu" and tokens.device.type == "cuda":
-            # Into pinned memory without waiting for the GPU: the copy is ordered on the stream before the
-            # copy back in `fetch`, and nothing reads it on the host in between.
+            # Into pinned memory without waiting for the GPU. Nothing reads it on the host; `fetch` makes
+            # the reading stream wait for this event, which also orders a read from another GPU (MultiGPU
+            # CFG split may evaluate a conditioning on another device in the next chunk).
             kept = torch.empty(tokens.shape, dtype=dt, pin_memory=True)
             kept.copy_(tokens.to(dt), non_blocking=True)
+            ready = torch.cuda.Event()
+            ready.record(torch.cuda.current_stream(tokens.device))
         else:
             kept = tokens.to(device=dev, dtype=dt, copy=True)
-        self._entries[(layer, group, slot, occurrence)] = kept
-        step = (layer, group, slot)
-        self._last_occurrence[step] = max(occurrence, self._last_occurrence.get(step, 0))
-        self.groups.add(group)
+        with self._lock:
+            slot = self.steps.slot_for_record(sigma)
+            self._entries[(layer, group, slot, occurrence)] = kept
+            if ready is not None:
+                self._ready[(layer, group, slot, occurrence)] = ready
+            step = (layer, group, slot)
+            self._last_occurrence[step] = max(occurrence, self._last_occurrence.get(step, 0))
+            self.groups.add(group)
 
     def slot(self, sigma: float, who: str) -> int:
         return self.steps.slot_for_lookup(sigma, f"{who}: {self.label}")
@@ -66,7 +81,11 @@ class AttentionBank:
             last = self._last_occurrence.get((layer, group, slot))
             if last is None:
                 raise CrossFrameError(self._missing_message(layer, group, who))
-            entry = self._entries[(layer, group, slot, min(occurrence, last))]
+            key = (layer, group, slot, min(occurrence, last))
+            entry = self._entries[key]
+            ready = self._ready.get(key)
+            if ready is not None and like.is_cuda:
+                torch.cuda.current_stream(like.device).wait_event(ready)
             # each row to the device first: a pinned row uploads asynchronously, a host-side stack would not
             rows.append(entry.to(device=like.device, dtype=like.dtype, non_blocking=True))
         return rows[0].unsqueeze(0) if len(rows) == 1 else torch.stack(rows)

@@ -358,7 +358,7 @@ class CrossFrameVideoPipeline(_CrossFrameMixin, StableDiffusionControlNetImg2Img
                  output_type: str = "pil", return_dict: bool = True, **kwargs):
         options = CrossFrameOptions(blocks=blocks, anchors=anchors, include_self=include_self,
                                     start_percent=start_percent, end_percent=end_percent,
-                                    bank_device=bank_device, bank_dtype=bank_dtype)
+                                    bank_device=bank_device, bank_dtype=bank_dtype, who=self._cfa_who)
         return self._cfa_call(
             prompt=prompt, images=images, control_images=control_images, frames_per_batch=frames_per_batch,
             options=options, guidance_scale=guidance_scale, negative_prompt=negative_prompt,
@@ -388,7 +388,7 @@ class CrossFrameImg2ImgPipeline(_CrossFrameMixin, StableDiffusionImg2ImgPipeline
                  **kwargs):
         options = CrossFrameOptions(blocks=blocks, anchors=anchors, include_self=include_self,
                                     start_percent=start_percent, end_percent=end_percent,
-                                    bank_device=bank_device, bank_dtype=bank_dtype)
+                                    bank_device=bank_device, bank_dtype=bank_dtype, who=self._cfa_who)
         return self._cfa_call(
             prompt=prompt, images=images, control_images=control_images, frames_per_batch=frames_per_batch,
             options=options, guidance_scale=guidance_scale, negative_prompt=negative_prompt,

@@ -1,7 +1,7 @@
 """What the user chose: which layers, which anchors, which part of the schedule, where the bank lives."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -19,13 +19,13 @@ BANK_DTYPE_CHOICES = ("auto", "float16", "bfloat16", "float32")
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
-def parse_blocks(choice: str) -> frozenset[str]:
+def parse_blocks(choice: str, who: str = "Cross-frame attention") -> frozenset[str]:
     """"input+output" -> {"input", "output"}; rejects names that are not U-Net block groups."""
     groups = frozenset(part.strip() for part in str(choice).split("+") if part.strip())
     unknown = groups - set(BLOCK_GROUPS)
     if not groups or unknown:
         raise CrossFrameError(
-            f"blocks={choice!r} is not a block choice; use one of {', '.join(BLOCK_CHOICES)}.")
+            f"{who}: blocks={choice!r} is not a block choice; use one of {', '.join(BLOCK_CHOICES)}.")
     return groups
 
 
@@ -39,6 +39,7 @@ class CrossFrameOptions:
     start_percent / end_percent: the part of the denoising schedule where cross-frame attention acts;
         outside it the frames use ordinary self-attention.
     bank_device / bank_dtype: where stored attention inputs live ("auto" = the model's device and dtype).
+    who: the node (or call) that chose them, named in every error message; not part of the options' value.
     """
 
     blocks: frozenset = frozenset({"output"})
@@ -48,25 +49,27 @@ class CrossFrameOptions:
     end_percent: float = 1.0
     bank_device: str = "auto"
     bank_dtype: str = "auto"
+    who: str = field(default="Cross-frame attention", compare=False)
 
     def __post_init__(self):
+        who = self.who
         if isinstance(self.blocks, str):
-            object.__setattr__(self, "blocks", parse_blocks(self.blocks))
+            object.__setattr__(self, "blocks", parse_blocks(self.blocks, who))
         else:
             object.__setattr__(self, "blocks", frozenset(self.blocks))
             unknown = self.blocks - set(BLOCK_GROUPS)
             if not self.blocks or unknown:
-                raise CrossFrameError(f"blocks {sorted(self.blocks)} must be a non-empty mix of {BLOCK_GROUPS}.")
+                raise CrossFrameError(f"{who}: blocks {sorted(self.blocks)} must be a non-empty mix of {BLOCK_GROUPS}.")
         if self.anchors not in ANCHOR_CHOICES:
-            raise CrossFrameError(f"anchors={self.anchors!r}; use one of {', '.join(ANCHOR_CHOICES)}.")
+            raise CrossFrameError(f"{who}: anchors={self.anchors!r}; use one of {', '.join(ANCHOR_CHOICES)}.")
         if not 0.0 <= self.start_percent <= self.end_percent <= 1.0:
             raise CrossFrameError(
-                f"start_percent={self.start_percent} and end_percent={self.end_percent}: need "
-                "0 <= start_percent <= end_percent <= 1.")
+                f"{who}: start_percent={self.start_percent} and end_percent={self.end_percent}: need "
+                "0 <= start_percent <= end_percent <= 1: lower start_percent or raise end_percent.")
         if self.bank_device not in BANK_DEVICE_CHOICES:
-            raise CrossFrameError(f"bank_device={self.bank_device!r}; use one of {BANK_DEVICE_CHOICES}.")
+            raise CrossFrameError(f"{who}: bank_device={self.bank_device!r}; use one of {BANK_DEVICE_CHOICES}.")
         if self.bank_dtype not in BANK_DTYPE_CHOICES:
-            raise CrossFrameError(f"bank_dtype={self.bank_dtype!r}; use one of {BANK_DTYPE_CHOICES}.")
+            raise CrossFrameError(f"{who}: bank_dtype={self.bank_dtype!r}; use one of {BANK_DTYPE_CHOICES}.")
 
     @property
     def uses_first(self) -> bool:

@@ -1,6 +1,7 @@
 """One sampling run's cross-frame attention: what each self-attention call attends to, and what it records."""
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -35,12 +36,32 @@ class RunPlan:
     who: str = "Cross-frame attention"
 
 
+class _CallCache(threading.local):
+    """What one thread remembers about the model call it is in. ComfyUI passes the same `uuids` and `sigmas`
+    objects to every layer of one call, so a layer can reuse what the first layer of its call derived.
+
+    Per thread: under MultiGPU CFG split, cond and uncond are evaluated at the same time in two threads
+    (one per GPU) through the same patch object; a cache shared between them could hand one thread the
+    other's conditioning groups or bank slots."""
+
+    def __init__(self):
+        self.ids_obj = None
+        self.ids_groups: tuple = ()
+        self.sigma_obj = None
+        self.sigma = 0.0
+        self.slots: dict[int, int] = {}
+
+
 class FrameRun:
     """Turns one self-attention input into its cross-frame key/value source, per the plan.
 
     Hot path: the whole-clip fast path (no banks, whole schedule) reads no sigma, so it never syncs with the
     device; otherwise the sigma is read once per model call (cached on the sigma tensor's identity, which
     ComfyUI passes unchanged to every layer of one call) and bank slots once per sigma.
+
+    Safe under concurrent calls (MultiGPU CFG split runs conds in parallel threads): per-call caches are
+    per thread, the only shared mutable run state (evaluation counts) is updated under a lock, banks lock
+    their own writes, and anchors are read onto the querying tensor's device.
     """
 
     def __init__(self, plan: RunPlan, group_of: dict | None = None):
@@ -53,19 +74,17 @@ class FrameRun:
         self._uses_banks = any(b is not None for b in (plan.first, plan.prev, plan.record_first,
                                                        plan.record_last, plan.store))
         self._needs_sigma = self._uses_banks or plan.active_sigmas is not None
-        self._group_of = group_of or {}
-        self._group_cache: dict[tuple, tuple] = {}
-        self._ids_obj = None
-        self._ids_groups: tuple = ()
+        self._group_of = dict(group_of or {})
+        self._group_cache: dict[tuple, tuple] = {}   # layout -> groups; entries never change once written
+        self._call = _CallCache()
         self._occurrences: dict[tuple, int] = {}
-        self._sigma_obj = None
-        self._sigma = 0.0
-        self._slots: dict[int, int] = {}
+        self._occurrence_lock = threading.Lock()
 
     # -- per model call -------------------------------------------------------------------------------
     def _groups(self, cond_or_uncond, batch: int, ids) -> tuple:
-        if ids is not None and ids is self._ids_obj:   # every layer of one call gets the same ids object
-            groups = self._ids_groups
+        call = self._call
+        if ids is not None and ids is call.ids_obj:   # every layer of one call gets the same ids object
+            groups = call.ids_groups
         else:
             key = tuple(cond_or_uncond)
             groups = self._group_cache.get(key)
@@ -81,7 +100,7 @@ class FrameRun:
                 self._group_cache[key] = groups
             if ids is not None and self._group_of:
                 groups = tuple(self._group_of.get(i, g) for i, g in zip(ids, groups))
-                self._ids_obj, self._ids_groups = ids, groups
+                call.ids_obj, call.ids_groups = ids, groups
         if batch != len(groups) * self.plan.frames:
             raise CrossFrameError(
                 f"{self.plan.who}: a model call holds {batch} images for {len(groups)} conditioning "
@@ -91,17 +110,19 @@ class FrameRun:
         return groups
 
     def _sigma_value(self, sigma) -> float:
-        if sigma is self._sigma_obj:
-            return self._sigma
+        call = self._call
+        if sigma is call.sigma_obj:
+            return call.sigma
         value = float(sigma.reshape(-1)[0]) if isinstance(sigma, torch.Tensor) else float(sigma)
-        self._sigma_obj, self._sigma, self._slots = sigma, value, {}
+        call.sigma_obj, call.sigma, call.slots = sigma, value, {}
         return value
 
     def _slot(self, bank: AttentionBank, sigma: float) -> int:
-        slot = self._slots.get(id(bank))
+        slots = self._call.slots
+        slot = slots.get(id(bank))
         if slot is None:
             slot = bank.slot(sigma, self.plan.who)
-            self._slots[id(bank)] = slot
+            slots[id(bank)] = slot
         return slot
 
     def _fetch(self, bank: AttentionBank, layer, groups, occurrences, sigma: float,
@@ -117,11 +138,12 @@ class FrameRun:
     def _occurrence(self, layer, groups, sigma: float) -> list[int]:
         """How many times each group was already evaluated at this sigma in this run (heun, PAG, SAG)."""
         out = []
-        for group in groups:
-            key = (layer, group, sigma)
-            n = self._occurrences.get(key, 0)
-            self._occurrences[key] = n + 1
-            out.append(n)
+        with self._occurrence_lock:
+            for group in groups:
+                key = (layer, group, sigma)
+                n = self._occurrences.get(key, 0)
+                self._occurrences[key] = n + 1
+                out.append(n)
         return out
 
     def _record(self, bank: AttentionBank | None, layer, groups, occurrences, sigma: float, frames) -> None:

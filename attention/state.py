@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import weakref
 
+import torch
+
 from .bank import AttentionBank
 from .errors import CrossFrameError
+from .fingerprint import LatentFingerprint
 
 
 class CrossFrameState:
@@ -13,6 +16,8 @@ class CrossFrameState:
     first: the anchor frame's bank (the reference, or the clip's frame 0).
     last: the clip's last frame, when a clip was sampled with its state kept; the next run continues from it.
     blocks: the U-Net block groups recorded.
+    recordings: the latest recorded references (newest last), each knowing the latent its run produced, so
+        a reader given a reference LATENT finds the recording that belongs to it (see fingerprint.py).
 
     ComfyUI deep-copies model options on every ModelPatcher.clone(); a copy of the state would split
     STORE from LOAD, so copying returns the same object.
@@ -28,12 +33,48 @@ class CrossFrameState:
         # Filled as a side effect of another node's sampler: a reader must also take that sampler's LATENT
         # by a link, or ComfyUI may run it first or serve it from cache after the reference changed.
         self.needs_reference_latent = False
+        self.recordings: list[AttentionBank] = []
+        self.keep_recordings = 1
 
     def __deepcopy__(self, memo):
         return self
 
     def __copy__(self):
         return self
+
+    def publish(self, bank: AttentionBank, produced: torch.Tensor | None) -> None:
+        """A completed reference run: its bank becomes the anchor; older ones beyond keep_recordings go."""
+        bank.produced = LatentFingerprint(produced) if produced is not None else None
+        self.recordings = (self.recordings + [bank])[-max(1, self.keep_recordings):]
+        self.first, self.last = bank, None
+        self.runs += 1
+
+    def for_reference(self, reference_samples: torch.Tensor | None, who: str) -> "CrossFrameState":
+        """This state, or a view of it anchored on the kept recording that produced `reference_samples`.
+
+        Raises, naming the fix, when the reference LATENT given to `who` was produced by none of the kept
+        recordings' runs: ComfyUI served it from its cache after a later run replaced the recording, or the
+        link comes from another LATENT. Anchoring on a recording of another run would be a silent error."""
+        if reference_samples is None or not self.recordings:
+            return self
+        newest = self.recordings[-1].latent_shape
+        if newest is not None and tuple(reference_samples.shape[1:]) != tuple(newest):
+            return self  # another resolution: check_usable says so, which is the more useful message
+        for bank in reversed(self.recordings):
+            if bank.produced is None or bank.produced.matches(reference_samples):
+                if bank is self.first:
+                    return self
+                view = CrossFrameState(self.blocks, self.producer, self.empty_hint)
+                view.first, view.runs = bank, self.runs
+                return view
+        kept = len(self.recordings)
+        raise CrossFrameError(
+            f"{who}: reference_latent was not produced by the reference run that {self.producer} holds "
+            f"({kept} kept). ComfyUI served the reference sampler's LATENT from its cache after a later run "
+            f"replaced the recording (for example: seed 1, then 2, then 1 again), or reference_latent is "
+            f"linked to another LATENT. Re-run the reference sampler (change its seed or any input), raise "
+            f"keep_recordings on {self.producer} to keep earlier references, and link reference_latent to the "
+            f"LATENT output of the sampler that samples {self.producer}'s model.")
 
     @property
     def filled(self) -> bool:

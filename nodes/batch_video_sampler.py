@@ -87,7 +87,7 @@ class BatchVideoSampler(io.ComfyNode):
                 bank_device, bank_dtype, output_state, state=None, reference_latent=None) -> io.NodeOutput:
         options = CrossFrameOptions(blocks=blocks, anchors=anchors, include_self=include_self,
                                     start_percent=start_percent, end_percent=end_percent,
-                                    bank_device=bank_device, bank_dtype=bank_dtype)
+                                    bank_device=bank_device, bank_dtype=bank_dtype, who=NAME)
         latent_resolution(latent_image, NAME, "latent_image")
         latent = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])
         n_frames = latent.shape[0]
@@ -98,8 +98,9 @@ class BatchVideoSampler(io.ComfyNode):
                     "LATENT output to reference_latent, so the reference is sampled first and a changed "
                     "reference re-runs this node instead of reusing a cached clip.")
             if reference_latent is not None:
-                state.check_usable(NAME, latent_shape=latent_resolution(reference_latent, NAME,
-                                                                        "reference_latent"))
+                shape = latent_resolution(reference_latent, NAME, "reference_latent")
+                state = state.for_reference(reference_latent["samples"], NAME)
+                state.check_usable(NAME, latent_shape=shape)
             state.check_usable(NAME, model=model.model, latent_shape=latent.shape[1:], blocks=options.blocks)
         planner = ClipPlanner(options, n_frames, frames_per_batch, NAME, reference=state,
                               keep_state=output_state, latent_shape=tuple(latent.shape[1:]),

@@ -112,10 +112,11 @@ def existing_patch(model) -> "Attn1Patch | None":
 
 
 def patch_model(model, blocks: frozenset, who: str, plan_for_run: PlanFactory,
-                run_succeeded: Callable[[RunPlan], None] | None = None):
+                run_succeeded: Callable[[RunPlan, torch.Tensor], None] | None = None):
     """A clone of `model` (never `model` itself) whose chosen self-attention layers follow the plan that
     `plan_for_run(guider, latent_image, sigmas)` returns at the start of each sampling run;
-    `run_succeeded(plan)` is called when a run completes (not when it fails or is interrupted)."""
+    `run_succeeded(plan, samples)` is called with the run's output latent when a run completes (not when it
+    fails or is interrupted)."""
     earlier = existing_patch(model)
     if earlier is not None:
         raise CrossFrameError(
@@ -135,7 +136,7 @@ def patch_model(model, blocks: frozenset, who: str, plan_for_run: PlanFactory,
         finally:
             patch.run = None  # banks stay with their owners; the run's caches go
         if run_succeeded is not None:
-            run_succeeded(plan)
+            run_succeeded(plan, out)
         return out
 
     patched.set_model_attn1_patch(patch)

@@ -50,15 +50,18 @@ class CrossFrameAttentionPatch(io.ComfyNode):
     def execute(cls, model, state, reference_latent, anchors, include_self, start_percent,
                 end_percent) -> io.NodeOutput:
         options = CrossFrameOptions(blocks=state.blocks, anchors=anchors, include_self=include_self,
-                                    start_percent=start_percent, end_percent=end_percent)
+                                    start_percent=start_percent, end_percent=end_percent, who=NAME)
         reference_shape = latent_resolution(reference_latent, NAME, "reference_latent")
-        state.check_usable(NAME, model=model.model, latent_shape=reference_shape)
+        reference_samples = reference_latent["samples"]
+        state.for_reference(reference_samples, NAME).check_usable(NAME, model=model.model,
+                                                                  latent_shape=reference_shape)
         sigma_bounds = active_sigmas(model, options)
 
         def plan_for_run(guider, latent_image, sigmas):
             # Checked again per run: the state may have been refilled since this node ran.
-            state.check_usable(NAME, model=guider.model_patcher.model, latent_shape=latent_image.shape[1:])
-            return RunPlan(frames=latent_image.shape[0], options=options, first=state.first,
-                           prev=state.last, active_sigmas=sigma_bounds, who=NAME)
+            anchor = state.for_reference(reference_samples, NAME)
+            anchor.check_usable(NAME, model=guider.model_patcher.model, latent_shape=latent_image.shape[1:])
+            return RunPlan(frames=latent_image.shape[0], options=options, first=anchor.first,
+                           prev=anchor.last, active_sigmas=sigma_bounds, who=NAME)
 
         return io.NodeOutput(patch_model(model, options.blocks, NAME, plan_for_run))

@@ -29,6 +29,12 @@ class StoreReferenceAttention(io.ComfyNode):
                 blocks_input(),
                 bank_device_input(),
                 bank_dtype_input(),
+                io.Int.Input("keep_recordings", default=1, min=1, max=16,
+                             tooltip="How many recent reference runs stay recorded. ComfyUI can serve an "
+                                     "earlier reference from its cache (you switched a seed back); the frames "
+                                     "then need that run's recording. With 1, they stop with an error asking "
+                                     "to re-run the reference; more keeps earlier ones, each costing one "
+                                     "reference's memory."),
             ],
             outputs=[
                 io.Model.Output(display_name="model",
@@ -41,10 +47,11 @@ class StoreReferenceAttention(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, blocks, bank_device, bank_dtype) -> io.NodeOutput:
-        options = CrossFrameOptions(blocks=blocks, bank_device=bank_device, bank_dtype=bank_dtype)
+    def execute(cls, model, blocks, bank_device, bank_dtype, keep_recordings=1) -> io.NodeOutput:
+        options = CrossFrameOptions(blocks=blocks, bank_device=bank_device, bank_dtype=bank_dtype, who=NAME)
         state = CrossFrameState(options.blocks, NAME)
         state.needs_reference_latent = True
+        state.keep_recordings = keep_recordings
 
         def plan_for_run(guider, latent_image, sigmas):
             if latent_image.shape[0] != 1:
@@ -58,11 +65,11 @@ class StoreReferenceAttention(io.ComfyNode):
             bank.model_ref = model_reference(guider.model_patcher.model)
             return RunPlan(frames=1, options=options, store=bank, who=NAME)
 
-        def run_succeeded(plan):
+        def run_succeeded(plan, samples):
             # Every run starts a fresh bank, published only once it is complete: an interrupted or failed
-            # reference run never leaves a half-filled state behind.
-            state.first, state.last = plan.store, None
-            state.runs += 1
+            # reference run never leaves a half-filled state behind. The fingerprint of the LATENT it produced
+            # lets readers tell this recording from an earlier run's that ComfyUI's cache may hand them.
+            state.publish(plan.store, samples)
             logging.info("%s: recorded %d steps of %s blocks, %.1f MB.", NAME, len(plan.store.steps),
                          "+".join(sorted(options.blocks)), state.nbytes() / 2**20)
 

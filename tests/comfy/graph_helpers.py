@@ -30,8 +30,8 @@ def latent_from_batch(comfy, latent, start, length):
     return comfy.nodes.LatentFromBatch().frombatch(latent, start, length)[0]
 
 
-def store(comfy, model, blocks="output", bank_device="auto", bank_dtype="auto"):
-    out = comfy.Store.execute(model, blocks, bank_device, bank_dtype)
+def store(comfy, model, blocks="output", bank_device="auto", bank_dtype="auto", keep_recordings=1):
+    out = comfy.Store.execute(model, blocks, bank_device, bank_dtype, keep_recordings)
     return out.args[0], out.args[1]
 
 

@@ -131,3 +131,16 @@ def test_models_without_patchable_self_attention_are_refused(comfy, tiny_model, 
     with pytest.raises(ValueError, match="Batch Video Sampler: this model \\(DiTLike\\) has no U-Net "
                                          "self-attention.*SD1.x, SD2.x and SDXL"):
         check.check_supported(FakeModel(), frozenset({"output"}), "Batch Video Sampler")
+
+
+def test_option_errors_name_the_node(comfy, tiny_model, conds, clip_latent):
+    with pytest.raises(ValueError, match="^Batch Video Sampler: start_percent=0.8 and end_percent=0.2"):
+        video_sampler(comfy, tiny_model, conds, clip_latent, start_percent=0.8, end_percent=0.2, steps=1)
+    state, reference = reference_of(comfy, tiny_model, conds, latent_from_batch(comfy, clip_latent, 0, 1),
+                                    steps=2)
+    with pytest.raises(ValueError, match="^Cross-Frame Attention Patch: start_percent=0.9"):
+        patch(comfy, tiny_model, state, reference, start_percent=0.9, end_percent=0.1)
+    with pytest.raises(ValueError, match="^Store Reference Attention: blocks='decoder'"):
+        store(comfy, tiny_model, blocks="decoder")
+    with pytest.raises(ValueError, match="^Batch Video Sampler: anchors='last'"):
+        video_sampler(comfy, tiny_model, conds, clip_latent, anchors="last", steps=1)
