@@ -43,20 +43,25 @@ class RaftLikeFlow:
     (the last is the best) from img1 to img2, i.e. img1(x) ~ img2(x + flow(x)) — our convention with
     img1 = target.
 
-    Frames are padded (edge pixels repeated) to a multiple of 8 rather than resized, so the flow stays in the
-    frame's own pixel units; the padding is cropped off the result.
+    Frames are padded (edge pixels repeated) to a multiple of 8, and to at least `min_side` (RAFT's
+    correlation pyramid needs 128 px), rather than resized, so the flow stays in the frame's own pixel units;
+    the padding is cropped off the result.
     """
 
-    def __init__(self, module: torch.nn.Module, device: torch.device | str = "cpu", name: str = "RAFT"):
+    def __init__(self, module: torch.nn.Module, device: torch.device | str = "cpu", name: str = "RAFT",
+                 min_side: int = 128):
         self.module = module
         self.device = torch.device(device)
         self.name = name
+        self.min_side = min_side
 
     def _prepare(self, frame: np.ndarray) -> torch.Tensor:
         image = torch.from_numpy(np.ascontiguousarray(frame)).to(self.device, torch.float32)
         image = image.permute(2, 0, 1)[None] / 127.5 - 1.0
         h, w = image.shape[-2:]
-        return F.pad(image, (0, (-w) % 8, 0, (-h) % 8), mode="replicate")
+        pad_w, pad_h = max(w, self.min_side) - w, max(h, self.min_side) - h
+        pad_w, pad_h = pad_w + (-(w + pad_w)) % 8, pad_h + (-(h + pad_h)) % 8
+        return F.pad(image, (0, pad_w, 0, pad_h), mode="replicate")
 
     @torch.no_grad()
     def __call__(self, target: np.ndarray, reference: np.ndarray) -> np.ndarray:

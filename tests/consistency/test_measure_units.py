@@ -78,8 +78,11 @@ class ConstantFlowModule(torch.nn.Module):
 def test_raft_convention_wrapper_pads_crops_and_keeps_direction():
     clip = textured_clip(frames=4, height=60, width=90, dx=2)  # 60x90: neither side a multiple of 8
     module = ConstantFlowModule((2.0, 0.0))  # frame t at x equals frame t-1 at x + 2: the true backward flow
-    report = measure_consistency(clip, flow=RaftLikeFlow(module), mask_occlusions=False)
+    report = measure_consistency(clip, flow=RaftLikeFlow(module, min_side=8), mask_occlusions=False)
     assert {c[0] for c in module.calls} == {(1, 3, 64, 96)}
+    module.calls.clear()
+    measure_consistency(clip[:2], flow=RaftLikeFlow(module), mask_occlusions=False)
+    assert {c[0] for c in module.calls} == {(1, 3, 128, 128)}  # RAFT's minimum size, cropped back
     assert all(-1.0 <= lo and hi <= 1.0 for _, lo, hi in module.calls)
     assert report.flow_method == "RAFT"
     assert report.summary()["flow_magnitude_mean"] == pytest.approx(2.0)
