@@ -3,6 +3,7 @@ Agg renderer (no display, no pyplot global state, safe in a server thread)."""
 from __future__ import annotations
 
 import math
+import textwrap
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -57,12 +58,16 @@ def render_plot(report: ConsistencyReport, title: str = "", width: int = 1024, h
     headline = title.strip() or "Temporal consistency"
     if ratio is not None:
         headline += f" — warp error {ratio:.2f}x the source's"
-    fig.suptitle(headline, fontsize=12)
+    fig.suptitle(headline, fontsize=12, y=0.995)
+    # The node's one-line summary, verbatim, so it is on the node's face in every frontend (ComfyUI's
+    # frontend prints a node's text output only on its own text nodes).
+    fig.text(0.5, 0.955, "\n".join(textwrap.wrap(report.summary_line(), width=150)), ha="center", va="top",
+             fontsize=8, color="#333333")
     fig.text(0.5, 0.005, f"{report.frames} frames {report.width}x{report.height}; flow: {report.flow_method} "
                          f"on the {report.flow_on}; "
                          + ("occluded pixels masked (forward-backward check)" if report.masked
                             else "no occlusion mask"),
              ha="center", va="bottom", fontsize=8, color="#555555")
-    fig.tight_layout(rect=(0, 0.025, 1, 0.97))
+    fig.tight_layout(rect=(0, 0.025, 1, 0.93))
     fig.canvas.draw()
     return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()

@@ -243,15 +243,11 @@ def compare_consistency(info):
                scheduler="normal", denoise=0.6)
     dec_with = g.add("VAEDecode", (1620, 80), samples=bvs["LATENT"], vae=ckpt["VAE"])
     dec_without = g.add("VAEDecode", (1620, 700), samples=ks["LATENT"], vae=ckpt["VAE"])
-    m_with = g.add("CFA_MeasureTemporalConsistency", (1860, 80), size=(520, 500), images=dec_with["IMAGE"],
-                   source=scale["IMAGE"], occlusion_mask=True,
-                   label="WITH cross-frame attention (Batch Video Sampler)")
-    m_without = g.add("CFA_MeasureTemporalConsistency", (1860, 700), size=(520, 500),
-                      images=dec_without["IMAGE"], source=scale["IMAGE"], occlusion_mask=True,
-                      label="WITHOUT (core KSampler, same noise)")
-    # The frontend prints text outputs only on core text nodes: Preview Any shows each one-line summary.
-    g.add("PreviewAny", (1860, 590), title="Summary WITH", size=(520, 100), source=m_with["summary"])
-    g.add("PreviewAny", (1860, 1210), title="Summary WITHOUT", size=(520, 100), source=m_without["summary"])
+    g.add("CFA_MeasureTemporalConsistency", (1860, 80), size=(520, 500), images=dec_with["IMAGE"],
+          source=scale["IMAGE"], occlusion_mask=True, label="WITH cross-frame attention (Batch Video Sampler)")
+    g.add("CFA_MeasureTemporalConsistency", (1860, 700), size=(520, 500),
+          images=dec_without["IMAGE"], source=scale["IMAGE"], occlusion_mask=True,
+          label="WITHOUT (core KSampler, same noise)")
     stitch = g.add("ImageStitch", (2440, 80), title="Side by side: with | without", image1=dec_with["IMAGE"],
                    image2=dec_without["IMAGE"], direction="right", match_image_size=True, spacing_width=8,
                    spacing_color="black")
