@@ -24,8 +24,8 @@ def to_gray(frame: np.ndarray) -> np.ndarray:
 class DisFlow:
     """OpenCV's DIS optical flow (Kroeger et al. 2016) on luma: weight-free, a few tens of ms per 512² pair.
 
-    The medium preset is the measured-facts setting of issue 10 (bikes mean |flow| 6.0 px). One instance keeps
-    one OpenCV object: not shared between threads.
+    The medium preset is the one the reference figures in tests/consistency were measured with. One instance
+    keeps one OpenCV object: not shared between threads.
     """
     name = "OpenCV DIS (medium)"
 

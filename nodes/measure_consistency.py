@@ -24,6 +24,7 @@ NAME = "Measure Temporal Consistency"
 OpticalFlowType = io.Custom("OPTICAL_FLOW")
 CORE_FLOW_LOADER = "OpticalFlowLoader"
 REQUIREMENTS = Path(__file__).resolve().parents[1] / "requirements.txt"
+PIP_NAMES = {"cv2": "opencv-python-headless", "matplotlib": "matplotlib"}  # import name -> what pip installs
 
 
 def core_has_optical_flow() -> bool:
@@ -40,8 +41,9 @@ def _measurement():
         from .. import consistency
         from ..consistency import plot  # noqa: F401  (fails here, not half-way, if matplotlib is missing)
     except ImportError as exc:
+        missing = PIP_NAMES.get((exc.name or "").split(".")[0], exc.name or str(exc))
         raise CrossFrameError(
-            f"{NAME}: a package it needs is missing ({exc.name or exc}). Install the pack's requirements into "
+            f"{NAME}: a package it needs is missing ({missing}). Install the pack's requirements into "
             f"ComfyUI's Python: \"{sys.executable}\" -m pip install -r \"{REQUIREMENTS}\", then restart "
             "ComfyUI.") from exc
     return consistency
