@@ -3,9 +3,11 @@ from comfy_api.latest import ComfyExtension, io
 
 from .batch_video_sampler import BatchVideoSampler
 from .cross_frame_patch import CrossFrameAttentionPatch
+from .measure_consistency import MeasureTemporalConsistency
 from .store_reference import StoreReferenceAttention
 
-NODE_LIST: list[type[io.ComfyNode]] = [StoreReferenceAttention, CrossFrameAttentionPatch, BatchVideoSampler]
+NODE_LIST: list[type[io.ComfyNode]] = [StoreReferenceAttention, CrossFrameAttentionPatch, BatchVideoSampler,
+                                       MeasureTemporalConsistency]
 
 
 class CrossFrameAttentionExtension(ComfyExtension):

