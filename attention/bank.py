@@ -30,7 +30,8 @@ class AttentionBank:
         self._entries: dict[tuple, torch.Tensor] = {}
         self._last_occurrence: dict[tuple, int] = {}
         self.groups: set = set()
-        self.latent_shape: tuple | None = None   # (channels, height, width) of the latent it was sampled at
+        self.latent_shape: tuple | None = None   # (channels, [time,] height, width) of the latent sampled
+        self.pixels_per_latent = 8               # image pixels per latent pixel, for messages (Flux.2: 16)
         self.model_ref = None                    # weakref to the model that produced it, when known
         self.produced = None                     # LatentFingerprint of the LATENT its run produced (Store)
         self._lock = threading.Lock()

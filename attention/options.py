@@ -1,6 +1,7 @@
 """What the user chose: which layers, which anchors, which part of the schedule, where the bank lives."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import torch
@@ -9,9 +10,18 @@ from .errors import CrossFrameError
 
 # U-Net block groups, named as ComfyUI names them in extra_options["block"][0].
 BLOCK_GROUPS = ("input", "middle", "output")
-# Every non-empty mix, in the order a user reads them; "output" (the decoder) is the method's classic choice.
-BLOCK_CHOICES = ("output", "input", "middle", "input+middle", "input+output", "middle+output",
-                 "input+middle+output")
+# DiT block types (Flux / Flux.2: double- then single-stream blocks; Qwen-Image: double only), named as
+# ComfyUI names them in extra_options["block_type"]. A part may carry an index range, "double[30:]", read
+# like a Python slice over that type's blocks.
+DIT_GROUPS = ("double", "single")
+# "auto" is resolved by a front end that knows the model (U-Net: output; DiTs: see their family); the other
+# choices are every non-empty U-Net mix, then DiT presets. "output" (the decoder) is the classic U-Net choice.
+AUTO_BLOCKS = "auto"
+UNET_BLOCK_CHOICES = ("output", "input", "middle", "input+middle", "input+output", "middle+output",
+                      "input+middle+output")
+DIT_BLOCK_CHOICES = ("single", "double", "double+single", "double[30:]")
+BLOCK_CHOICES = (AUTO_BLOCKS,) + UNET_BLOCK_CHOICES + DIT_BLOCK_CHOICES
+_DIT_PART = re.compile(r"^(double|single)(?:\[(\d*):(\d*)\])?$")
 
 ANCHOR_CHOICES = ("first+previous", "first", "previous")
 BANK_DEVICE_CHOICES = ("auto", "cpu")
@@ -19,14 +29,56 @@ BANK_DTYPE_CHOICES = ("auto", "float16", "bfloat16", "float32")
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
+def _block_error(choice, who: str) -> CrossFrameError:
+    return CrossFrameError(
+        f"{who}: blocks={choice!r} is not a block choice; use one of {', '.join(BLOCK_CHOICES)} (U-Net "
+        "groups input/middle/output, or DiT block types double/single with an optional index range such as "
+        "double[30:]; U-Net and DiT names don't mix).")
+
+
+def check_block_parts(parts, choice, who: str) -> frozenset[str]:
+    """The parts as a frozenset, if they are all U-Net groups or all DiT block types (with ranges)."""
+    parts = frozenset(parts)
+    unet = {p for p in parts if p in BLOCK_GROUPS}
+    dit = {p for p in parts if _DIT_PART.match(p)}
+    if not parts or unet | dit != parts or (unet and dit):
+        raise _block_error(choice, who)
+    return parts
+
+
 def parse_blocks(choice: str, who: str = "Cross-frame attention") -> frozenset[str]:
-    """"input+output" -> {"input", "output"}; rejects names that are not U-Net block groups."""
-    groups = frozenset(part.strip() for part in str(choice).split("+") if part.strip())
-    unknown = groups - set(BLOCK_GROUPS)
-    if not groups or unknown:
-        raise CrossFrameError(
-            f"{who}: blocks={choice!r} is not a block choice; use one of {', '.join(BLOCK_CHOICES)}.")
-    return groups
+    """"input+output" -> {"input", "output"}; "double[30:]+single" -> {"double[30:]", "single"}."""
+    if str(choice).strip() == AUTO_BLOCKS:
+        raise CrossFrameError(f"{who}: blocks='auto' depends on the model; the front end must resolve it "
+                              "before the options are built.")
+    return check_block_parts((part.strip() for part in str(choice).split("+") if part.strip()), choice, who)
+
+
+def is_dit_blocks(blocks) -> bool:
+    return any(_DIT_PART.match(p) for p in blocks)
+
+
+def block_selector(blocks):
+    """(block type or U-Net group, index) -> whether that layer is chosen. U-Net groups ignore the index; a
+    DiT part "double[a:b]" takes double blocks a <= index < b (either bound may be left out)."""
+    whole, ranges = set(), []
+    for part in blocks:
+        m = _DIT_PART.match(part)
+        if m is None or m.group(2) is None:
+            whole.add(part if m is None else m.group(1))
+        else:
+            start = int(m.group(2)) if m.group(2) else 0
+            stop = int(m.group(3)) if m.group(3) else None
+            ranges.append((m.group(1), start, stop))
+
+    def selects(group, index) -> bool:
+        if group in whole:
+            return True
+        for name, start, stop in ranges:
+            if name == group and index >= start and (stop is None or index < stop):
+                return True
+        return False
+    return selects
 
 
 @dataclass(frozen=True)
@@ -56,10 +108,7 @@ class CrossFrameOptions:
         if isinstance(self.blocks, str):
             object.__setattr__(self, "blocks", parse_blocks(self.blocks, who))
         else:
-            object.__setattr__(self, "blocks", frozenset(self.blocks))
-            unknown = self.blocks - set(BLOCK_GROUPS)
-            if not self.blocks or unknown:
-                raise CrossFrameError(f"{who}: blocks {sorted(self.blocks)} must be a non-empty mix of {BLOCK_GROUPS}.")
+            object.__setattr__(self, "blocks", check_block_parts(self.blocks, sorted(self.blocks), who))
         if self.anchors not in ANCHOR_CHOICES:
             raise CrossFrameError(f"{who}: anchors={self.anchors!r}; use one of {', '.join(ANCHOR_CHOICES)}.")
         if not 0.0 <= self.start_percent <= self.end_percent <= 1.0:

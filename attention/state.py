@@ -109,12 +109,13 @@ class CrossFrameState:
                     "input) if the checkpoint was reloaded.")
         if latent_shape is not None and self.first.latent_shape is not None \
                 and tuple(latent_shape) != tuple(self.first.latent_shape):
-            c, h, w = self.first.latent_shape
-            c2, h2, w2 = latent_shape
+            ref, frames = tuple(self.first.latent_shape), tuple(latent_shape)
+            scale = self.first.pixels_per_latent
             raise CrossFrameError(
-                f"{who}: the reference was sampled at {w * 8}x{h * 8} (latent {c}x{h}x{w}) but the frames are "
-                f"{w2 * 8}x{h2 * 8} (latent {c2}x{h2}x{w2}). Resize the frames or the reference so both "
-                "have the same width and height.")
+                f"{who}: the reference was sampled at {ref[-1] * scale}x{ref[-2] * scale} (latent "
+                f"{'x'.join(map(str, ref))}) but the frames are {frames[-1] * scale}x{frames[-2] * scale} "
+                f"(latent {'x'.join(map(str, frames))}). Resize the frames or the reference so both have the "
+                "same width and height.")
         if blocks is not None and not set(blocks) <= self.blocks:
             raise CrossFrameError(
                 f"{who}: the state from {self.producer} recorded blocks "

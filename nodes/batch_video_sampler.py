@@ -12,7 +12,7 @@ from comfy_api.latest import io
 
 from ..attention import ClipPlanner, CrossFrameError, CrossFrameOptions, model_reference
 from .chunk_conditioning import conditioning_for_chunk
-from .comfy_patch import active_sigmas, patch_model
+from .comfy_patch import active_sigmas, patch_model, resolve_blocks
 from .cross_frame_patch import latent_resolution
 from .schema import (CATEGORY, CrossFrameStateType, anchors_input, bank_device_input, bank_dtype_input,
                      blocks_input, include_self_input, percent_inputs)
@@ -85,7 +85,7 @@ class BatchVideoSampler(io.ComfyNode):
     def execute(cls, model, positive, negative, latent_image, seed, steps, cfg, sampler_name, scheduler,
                 denoise, frames_per_batch, anchors, include_self, blocks, start_percent, end_percent,
                 bank_device, bank_dtype, output_state, state=None, reference_latent=None) -> io.NodeOutput:
-        options = CrossFrameOptions(blocks=blocks, anchors=anchors, include_self=include_self,
+        options = CrossFrameOptions(blocks=resolve_blocks(model, blocks), anchors=anchors, include_self=include_self,
                                     start_percent=start_percent, end_percent=end_percent,
                                     bank_device=bank_device, bank_dtype=bank_dtype, who=NAME)
         latent_resolution(latent_image, NAME, "latent_image")

@@ -1,13 +1,13 @@
 """The ComfyUI side of the method: an attn1 patch plus an OUTER_SAMPLE wrapper, through the public patch API.
 
-The patch (ModelPatcher.set_model_attn1_patch) rewrites the self-attention K/V source of the chosen blocks
-and leaves the query alone, so it chains with other packs' attn1 patches and with any attn1 replace
-(PAG, SAG), and uses whatever attention backend the user picked. The wrapper around each sampling run
+The patch (ModelPatcher.set_model_attn1_patch) comes from the model's family adapter (family_unet.py,
+family_flux.py, family_qwen.py, dispatched by model class below); it rewrites the self-attention K/V of the
+chosen blocks and leaves the query alone, so it chains with other packs' attn1 patches and with any attn1
+replace (PAG, SAG), and uses whatever attention backend the user picked. The wrapper around each sampling run
 tells the patch what that run is (STORE a reference, or sample frames against an anchor).
 """
 from __future__ import annotations
 
-import weakref
 from typing import Callable
 
 import torch
@@ -15,79 +15,40 @@ from comfy.patcher_extension import WrappersMP
 
 from ..attention import FrameRun, RunPlan
 from ..attention.errors import CrossFrameError
+from ..attention.options import AUTO_BLOCKS
+from .family import CrossFramePatch, Family
+from .family_flux import FluxFamily
+from .family_qwen import QwenImageFamily
+from .family_unet import Attn1Patch, UNetFamily, self_attention_count  # noqa: F401 (re-exported)
 
 WRAPPER_KEY = "cross_frame_attention"
-_UNET_GROUPS = {"input": "input_blocks", "middle": "middle_block", "output": "output_blocks"}
-_counts: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> {blocks: count}
+
+# --- model families (each family's hook lives in a file of its own; see family.py) -------------------------
+FAMILIES = (FluxFamily(), QwenImageFamily())   # checked by model class, first match wins
+UNET = UNetFamily()                            # everything else is checked as a U-Net (or refused)
 
 
-def self_attention_count(diffusion_model, blocks: frozenset) -> int:
-    """Transformer blocks (each with one self-attention) that ComfyUI's attn1 patch reaches in `blocks`."""
-    cached = _counts.setdefault(diffusion_model, {})
-    if blocks not in cached:
-        cached[blocks] = _count(diffusion_model, blocks)
-    return cached[blocks]
+def family_of(model) -> Family:
+    """The adapter for `model` (a comfy BaseModel): a recognised DiT by its diffusion model's class, else the
+    U-Net adapter, whose check refuses models without U-Net self-attention."""
+    diffusion_model = getattr(model, "diffusion_model", None)
+    return next((f for f in FAMILIES if diffusion_model is not None and f.matches(diffusion_model)), UNET)
 
 
-def _count(diffusion_model, blocks: frozenset) -> int:
-    from comfy.ldm.modules.attention import BasicTransformerBlock
-    count = 0
-    for group in blocks:
-        part = getattr(diffusion_model, _UNET_GROUPS[group], None)
-        if isinstance(part, torch.nn.Module):
-            count += sum(isinstance(m, BasicTransformerBlock) for m in part.modules())
-    return count
+def resolve_blocks(model, choice: str) -> str | frozenset:
+    """blocks='auto' -> the family's default for this model (a ModelPatcher); any other choice unchanged."""
+    if str(choice).strip() != AUTO_BLOCKS:
+        return choice
+    inner = model.model
+    return family_of(inner).default_blocks(getattr(inner, "diffusion_model", None))
 
 
 def check_supported(model, blocks: frozenset, who: str) -> None:
-    """Refuse, rather than silently do nothing, where no patched self-attention would ever run: DiT models
-    (Flux, SD3, Wan...) have no per-attention patch point, and some U-Nets have no transformer in a group."""
-    diffusion_model = getattr(model, "diffusion_model", None)
-    if diffusion_model is None or self_attention_count(diffusion_model, blocks) == 0:
-        kind = type(diffusion_model).__name__ if diffusion_model is not None else type(model).__name__
-        raise CrossFrameError(
-            f"{who}: this model ({kind}) has no U-Net self-attention in the '{'+'.join(sorted(blocks))}' "
-            "blocks, so cross-frame attention would change nothing. It supports SD1.x, SD2.x and SDXL "
-            "U-Net checkpoints; for those, choose blocks that contain attention (the default 'output' does).")
-
-
-class Attn1Patch:
-    """Callable for ComfyUI's attn1_patch list.
-
-    ModelPatcher.clone() deep-copies model options, patches included; returning self from __deepcopy__
-    keeps one object (and one run) shared by every downstream clone, so STORE and LOAD never split.
-    """
-
-    def __init__(self, blocks: frozenset, who: str):
-        self.blocks = frozenset(blocks)
-        self.who = who
-        self.run: FrameRun | None = None
-
-    def __deepcopy__(self, memo):
-        return self
-
-    def __call__(self, n, context, value, extra_options):
-        block = extra_options.get("block")
-        if block is None or block[0] not in self.blocks:
-            return n, context, value
-        run = self.run
-        if run is None:
-            raise CrossFrameError(
-                f"{self.who}: the patched model was evaluated outside a sampling run (no sampler wrapper "
-                "ran). Sample it with KSampler, KSamplerAdvanced, SamplerCustom or Batch Video Sampler.")
-        layer = (block[0], block[1], extra_options.get("block_index", 0))
-        # Another patch earlier in the chain may have changed the K/V source; build on what it set.
-        source = n if context is None else context
-        kv = run.kv(layer, source, extra_options["cond_or_uncond"], extra_options["sigmas"],
-                    extra_options.get("uuids"))
-        if kv is None:
-            return n, context, value
-        if value is not None and value is not context:
-            raise CrossFrameError(
-                f"{self.who}: another attn1 patch earlier in the chain gave self-attention different key "
-                "and value sources; cross-frame attention cannot combine with it. Apply this node before "
-                "(upstream of) the other patch node, or remove one of them.")
-        return n, kv, kv
+    """Refuse, rather than silently do nothing, where no patched self-attention would ever run: families
+    without a hook (any other DiT; Flux and Qwen-Image before ComfyUI 0.30.0), U-Nets without a transformer
+    in the chosen groups, block names of another family."""
+    family_of(model).check(model, blocks, who)
+# -----------------------------------------------------------------------------------------------------------
 
 
 PlanFactory = Callable[[object, object, object], RunPlan]
@@ -106,9 +67,9 @@ def conditioning_groups(guider) -> dict:
     return groups
 
 
-def existing_patch(model) -> "Attn1Patch | None":
+def existing_patch(model) -> "CrossFramePatch | None":
     patches = model.model_options.get("transformer_options", {}).get("patches", {}).get("attn1_patch", [])
-    return next((p for p in patches if isinstance(p, Attn1Patch)), None)
+    return next((p for p in patches if isinstance(p, CrossFramePatch)), None)
 
 
 def patch_model(model, blocks: frozenset, who: str, plan_for_run: PlanFactory,
@@ -123,12 +84,17 @@ def patch_model(model, blocks: frozenset, who: str, plan_for_run: PlanFactory,
             f"{who}: the MODEL input already carries cross-frame attention from {earlier.who}. Connect the "
             f"original MODEL (from the checkpoint loader or LoRA chain) to {who}, not the output of "
             f"{earlier.who}.")
+    family = family_of(model.model)
     patched = model.clone()
-    patch = Attn1Patch(blocks, who)
+    patch = family.make_patch(blocks, who)
 
     def outer_sample(executor, noise, latent_image, sampler, sigmas, *args, **kwargs):
         guider = executor.class_obj
-        check_supported(guider.model_patcher.model, patch.blocks, who)
+        sampled = guider.model_patcher.model
+        check_supported(sampled, patch.blocks, who)
+        if not isinstance(patch, family_of(sampled).patch_class):
+            raise CrossFrameError(f"{who}: the model sampled is a {family_of(sampled).name} model, but the "
+                                  "patch was made for another family. Patch the model that is sampled.")
         plan = plan_for_run(guider, latent_image, sigmas)
         patch.run = FrameRun(plan, conditioning_groups(guider))
         try:

@@ -11,10 +11,17 @@ NAME = "Cross-Frame Attention Patch"
 
 
 def latent_resolution(latent: dict, who: str, what: str) -> tuple:
+    """The per-frame latent shape of an image latent batch: [frames, C, H, W], or [frames, C, 1, H, W] for
+    models with video-shaped image latents (Qwen-Image)."""
     samples = latent.get("samples") if isinstance(latent, dict) else None
-    if samples is None or samples.ndim != 4:
+    if samples is None or samples.ndim not in (4, 5):
         raise CrossFrameError(f"{who}: {what} is not an image latent batch (expected [frames, channels, "
                               "height, width]); connect a LATENT from a sampler or VAE Encode.")
+    if samples.ndim == 5 and samples.shape[2] != 1:
+        raise CrossFrameError(
+            f"{who}: {what} holds one video of {samples.shape[2]} latent frames ({list(samples.shape)}), not "
+            "a batch of images. Qwen-Image's VAE Encode turns an image batch into one video: encode the "
+            "frames one by one (or use a latent batch [frames, 16, 1, height, width]).")
     if samples.shape[0] == 0:
         raise CrossFrameError(f"{who}: {what} is empty; give it at least one frame.")
     return tuple(samples.shape[1:])

@@ -12,10 +12,14 @@ CrossFrameStateType = io.Custom("CFA_STATE")
 
 def blocks_input():
     return io.Combo.Input(
-        "blocks", options=list(BLOCK_CHOICES), default="output",
-        tooltip="U-Net blocks whose self-attention looks at the anchor frames. 'output' (the decoder) is the "
-                "method's classic choice: strong consistency, little structure change. Adding 'input' or "
-                "'middle' makes frames follow the anchors more closely and costs more memory.")
+        "blocks", options=list(BLOCK_CHOICES), default="auto",
+        tooltip="Blocks whose self-attention looks at the anchor frames. auto: the model's default -- SD U-Nets: "
+                "'output' (the decoder, the method's classic choice: strong consistency, little structure "
+                "change); Flux.1/Flux.2: 'single' (the single-stream blocks); Qwen-Image: the second half of "
+                "its blocks. U-Nets: input / middle / output or a mix; adding input or middle makes frames "
+                "follow the anchors more closely and costs more memory. Flux: double / single / "
+                "double+single. Qwen-Image: double (all 60 blocks) or double[30:] (blocks 30-59). More blocks: "
+                "closer to the anchors, slower.")
 
 
 def anchors_input():

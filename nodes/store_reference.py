@@ -7,7 +7,7 @@ from comfy_api.latest import io
 
 from ..attention import AttentionBank, CrossFrameError, CrossFrameOptions, CrossFrameState, RunPlan
 from ..attention import model_reference
-from .comfy_patch import patch_model
+from .comfy_patch import patch_model, resolve_blocks
 from .schema import CATEGORY, CrossFrameStateType, bank_device_input, bank_dtype_input, blocks_input
 
 NAME = "Store Reference Attention"
@@ -48,7 +48,8 @@ class StoreReferenceAttention(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, blocks, bank_device, bank_dtype, keep_recordings=1) -> io.NodeOutput:
-        options = CrossFrameOptions(blocks=blocks, bank_device=bank_device, bank_dtype=bank_dtype, who=NAME)
+        options = CrossFrameOptions(blocks=resolve_blocks(model, blocks), bank_device=bank_device,
+                                    bank_dtype=bank_dtype, who=NAME)
         state = CrossFrameState(options.blocks, NAME)
         state.needs_reference_latent = True
         state.keep_recordings = keep_recordings
@@ -62,6 +63,8 @@ class StoreReferenceAttention(io.ComfyNode):
             bank = AttentionBank(f"the reference recorded by {NAME}", device=options.bank_torch_device(),
                                  dtype=options.bank_torch_dtype())
             bank.latent_shape = tuple(latent_image.shape[1:])
+            bank.pixels_per_latent = getattr(guider.model_patcher.model.latent_format,
+                                             "spacial_downscale_ratio", 8)
             bank.model_ref = model_reference(guider.model_patcher.model)
             return RunPlan(frames=1, options=options, store=bank, who=NAME)
 

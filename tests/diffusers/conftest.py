@@ -1,4 +1,4 @@
-"""Tests of the diffusers front end (attention/diffusers_*.py) on tiny randomly initialised models.
+"""Tests of the diffusers front end (attention/diffusers_frontend/) on tiny randomly initialised models.
 
 The core is imported as the installed package `cross_frame_attention`, never through the repo root (ComfyUI's
 top-level `nodes` module would clash with our `nodes/`). Each test module skips itself when diffusers (the

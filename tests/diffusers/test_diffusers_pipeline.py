@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).parent))  # this folder (helpers), never t
 import cfa_diffusers_tiny as tiny  # noqa: E402
 
 from cross_frame_attention import CrossFrameError  # noqa: E402
-from cross_frame_attention.diffusers_pipeline import (CrossFrameImg2ImgPipeline,  # noqa: E402
+from cross_frame_attention.diffusers_frontend.pipeline import (CrossFrameImg2ImgPipeline,  # noqa: E402
                                                        CrossFrameVideoPipeline)
-from cross_frame_attention.diffusers_processor import CrossFrameAttnProcessor  # noqa: E402
+from cross_frame_attention.diffusers_frontend.processor import CrossFrameAttnProcessor  # noqa: E402
 
 # Max |difference| relative to the output's max |value| (latents reach about 14 here). Measured on CPU fp32
 # (diffusers 0.42, torch 2.14): <= 2e-6 between paths that must agree (2.7e-5 absolute), 0.04 to 0.16 per

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # this folder (helpers), never t
 import cfa_diffusers_tiny as tiny  # noqa: E402
 
 from cross_frame_attention import CrossFrameError, CrossFrameOptions, FrameRun, RunPlan  # noqa: E402
-from cross_frame_attention.diffusers_processor import (CrossFrameAttnProcessor, CrossFrameContext,  # noqa: E402
+from cross_frame_attention.diffusers_frontend.processor import (CrossFrameAttnProcessor, CrossFrameContext,  # noqa: E402
                                                         StepHook, block_group, install_processors,
                                                         restore_processors, select_layers)
 

@@ -34,11 +34,11 @@ from diffusers import StableDiffusionControlNetImg2ImgPipeline, StableDiffusionI
 from diffusers.pipelines.stable_diffusion.pipeline_output import StableDiffusionPipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from .chunks import ClipPlanner
-from .diffusers_processor import CrossFrameContext, StepHook, install_processors, restore_processors
-from .errors import CrossFrameError
-from .options import CrossFrameOptions
-from .run import FrameRun
+from ..chunks import ClipPlanner
+from .processor import CrossFrameContext, StepHook, install_processors, restore_processors
+from ..errors import CrossFrameError
+from ..options import CrossFrameOptions
+from ..run import FrameRun
 
 __all__ = ["CrossFrameVideoPipeline", "CrossFrameImg2ImgPipeline", "timestep_bounds"]
 

@@ -22,9 +22,9 @@ from typing import Any, Iterable
 import torch
 import torch.nn.functional as F
 
-from .errors import CrossFrameError
-from .options import BLOCK_GROUPS
-from .run import FrameRun
+from ..errors import CrossFrameError
+from ..options import BLOCK_GROUPS
+from ..run import FrameRun
 
 # Spatial self-attention of a UNet2DConditionModel (SD1.x, SD2.x, SDXL shapes alike): the `attn1` of a
 # transformer block inside an `attentions` list of a down block, the mid block or an up block. Motion modules

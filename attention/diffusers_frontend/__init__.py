@@ -1,0 +1,5 @@
+"""The diffusers front end of the method: attention processors (processor.py) and video pipelines
+(pipeline.py) driven by the torch-only core one level up. Importing it imports diffusers; the core never does.
+
+    from cross_frame_attention.diffusers_frontend.pipeline import CrossFrameVideoPipeline
+"""

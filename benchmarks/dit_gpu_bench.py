@@ -1,0 +1,200 @@
+"""Benchmark of the nodes on DiTs inside ComfyUI 0.30.0: time and peak GPU memory of a whole clip sampled
+
+  - plain: ComfyUI's own sampler (what KSampler runs), no cross-frame attention -- the baseline;
+  - floor_cat: the chosen blocks attend over [txt; img; txt; img] (keys doubled with no gathering, pe doubled):
+    the method's own floor at this patch point;
+  - batch: Batch Video Sampler, whole clip in one batch (the fast path);
+  - chunked: Batch Video Sampler with frames_per_batch = --chunk (banks on the GPU);
+  - frame_by_frame: Batch Video Sampler with frames_per_batch = 1 (the original one-frame-at-a-time scheme).
+
+Random weights (std 1/sqrt(fan_in), drawn on the GPU) in the shape of the real checkpoint; nothing is
+downloaded. Every number of one invocation comes from the same process on the same GPU; ratios are against
+`plain` of that run. Each scheme runs once untimed with 2 steps (kernels, allocator), then --repeats times.
+
+  COMFYUI_PATH=$HOME/.cache/cfa/ComfyUI-0.30.0 python benchmarks/dit_gpu_bench.py --shape flux1 \
+      --frames 8 --steps 20 --json flux1.json
+  (--shape qwen --cfg 2.5 for Qwen-Image; --shape tiny --cpu is a smoke run anywhere)
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+SHAPES = {
+    # Flux.1-dev: 19 double + 38 single blocks, 3072 wide, 24 heads, T5 (4096) text, CLIP-L pooled (768).
+    "flux1": dict(kind="flux", unet=dict(image_model="flux", in_channels=16, out_channels=16, vec_in_dim=768,
+                                         context_in_dim=4096, hidden_size=3072, mlp_ratio=4.0, num_heads=24,
+                                         depth=19, depth_single_blocks=38, axes_dim=[16, 56, 56], theta=10000,
+                                         patch_size=2, qkv_bias=True, guidance_embed=True, txt_ids_dims=[]),
+                  latent=(16, 128, 128), text=(512, 4096), pooled=768, cfg=1.0),
+    # Qwen-Image: 60 blocks, 24 heads x 128, Qwen2.5-VL (3584) text.
+    "qwen": dict(kind="qwen", unet=dict(image_model="qwen_image", patch_size=2, in_channels=64, out_channels=16,
+                                        num_layers=60, attention_head_dim=128, num_attention_heads=24,
+                                        joint_attention_dim=3584, axes_dims_rope=(16, 56, 56)),
+                 latent=(16, 1, 128, 128), text=(256, 3584), pooled=None, cfg=2.5),
+    "tiny": dict(kind="flux", unet=dict(image_model="flux", in_channels=16, out_channels=16, vec_in_dim=32,
+                                        context_in_dim=32, hidden_size=64, mlp_ratio=2.0, num_heads=4, depth=2,
+                                        depth_single_blocks=2, axes_dim=[4, 6, 6], theta=10000, patch_size=2,
+                                        qkv_bias=True, guidance_embed=True, txt_ids_dims=[]),
+                 latent=(16, 16, 16), text=(8, 32), pooled=32, cfg=1.0),
+}
+
+
+def setup_comfy(cpu: bool):
+    sys.path.insert(0, os.environ["COMFYUI_PATH"])
+    from comfy.cli_args import args
+    args.cpu = cpu
+    import nodes as comfy_nodes
+    assert asyncio.run(comfy_nodes.load_custom_node(str(REPO), module_parent="custom_nodes"))
+    return comfy_nodes
+
+
+def build_model(shape: str, device, dtype):
+    import comfy.latent_formats as lf
+    import comfy.model_base as mb
+    import comfy.model_patcher
+    import comfy.supported_models_base
+    spec = SHAPES[shape]
+    unet = dict(spec["unet"])
+
+    class Config(comfy.supported_models_base.BASE):
+        unet_config = unet
+        unet_extra_config = {}
+        latent_format = lf.Wan21 if spec["kind"] == "qwen" else lf.Flux
+
+    config = Config(dict(unet))
+    config.set_inference_dtype(dtype, None)
+    model = (mb.QwenImage if spec["kind"] == "qwen" else mb.Flux)(config, device=device)
+    g = torch.Generator(device=device).manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.diffusion_model.named_parameters():
+            if p.ndim >= 2:
+                p.normal_(0.0, 1.0 / math.sqrt(p[0].numel()), generator=g)
+            elif name.endswith("weight") or name.endswith("scale"):
+                p.fill_(1.0)
+            else:
+                p.zero_()
+    model.eval()
+    return comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=device)
+
+
+def conditioning(shape: str):
+    spec = SHAPES[shape]
+    g = torch.Generator().manual_seed(1)
+
+    def one():
+        extra = {"pooled_output": torch.randn(1, spec["pooled"], generator=g), "guidance": 3.5} \
+            if spec["pooled"] else {}
+        return [[torch.randn(1, *spec["text"], generator=g), extra]]
+    return one(), one()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shape", default="flux1", choices=sorted(SHAPES))
+    ap.add_argument("--frames", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--cfg", type=float, default=None, help="default: 1 for Flux (guidance-distilled), 2.5 Qwen")
+    ap.add_argument("--blocks", default="auto")
+    ap.add_argument("--chunk", type=int, default=4)
+    ap.add_argument("--schemes", default="plain,floor_cat,batch,frame_by_frame")
+    ap.add_argument("--repeats", type=int, default=1, help="timed runs per scheme (after a 2-step warm-up)")
+    ap.add_argument("--cpu", action="store_true")
+    ap.add_argument("--json", default="")
+    a = ap.parse_args()
+    cpu = a.cpu or not torch.cuda.is_available()
+    comfy_nodes = setup_comfy(cpu)
+    device = torch.device("cpu" if cpu else "cuda")
+    dtype = torch.float32 if cpu else torch.bfloat16
+    spec = SHAPES[a.shape]
+    cfg = spec["cfg"] if a.cfg is None else a.cfg
+    t0 = time.perf_counter()
+    model = build_model(a.shape, device, dtype)
+    print(f"model built in {time.perf_counter() - t0:.1f} s", flush=True)
+    positive, negative = conditioning(a.shape)
+    base = torch.randn(1, *spec["latent"], generator=torch.Generator().manual_seed(2))
+    drift = torch.randn(1, *spec["latent"], generator=torch.Generator().manual_seed(3))
+    latent = {"samples": torch.cat([base + 0.05 * k * drift for k in range(a.frames)])}
+    sampler = comfy_nodes.NODE_CLASS_MAPPINGS["CFA_BatchVideoSampler"]
+    patch_mod = sys.modules[sampler.__module__.rsplit(".", 1)[0] + ".comfy_patch"]
+    blocks = patch_mod.resolve_blocks(model, a.blocks)
+    blocks = frozenset(blocks.split("+")) if isinstance(blocks, str) else blocks
+    selects = patch_mod.family_of(model.model).make_patch(blocks, "bench").selects
+
+    def ksample(m, steps):
+        return comfy_nodes.common_ksampler(m, 1, steps, cfg, "euler", "simple", positive, negative, latent)[0]
+
+    def video(frames_per_batch):
+        def go(steps):
+            return sampler.execute(model, positive, negative, latent, 1, steps, cfg, "euler", "simple", 1.0,
+                                   frames_per_batch, "first+previous", False, a.blocks, 0.0, 1.0, "auto",
+                                   "auto", False).args[0]
+        return go
+
+    def floor_cat():
+        """The chosen blocks attend over [txt; img; txt; img] with pe doubled: the cost of attending over twice
+        the keys by itself, which no implementation of the method at this hook can go below."""
+        m = model.clone()
+
+        def doubled(q, k, v, pe=None, attn_mask=None, extra_options=None):
+            if not selects(extra_options["block_type"], extra_options["block_index"]):
+                return {}
+            out = {"k": torch.cat([k, k], dim=2), "v": torch.cat([v, v], dim=2)}
+            if pe is not None:
+                out["pe"] = torch.cat([pe, pe], dim=2)
+            return out
+        m.set_model_attn1_patch(doubled)
+        return lambda steps: ksample(m, steps)
+
+    schemes = {"plain": lambda steps: ksample(model, steps), "floor_cat": floor_cat(), "batch": video(0),
+               "chunked": video(a.chunk), "frame_by_frame": video(1)}
+    results, outputs = {}, {}
+    for name in a.schemes.split(","):
+        fn = schemes[name]
+        fn(2)  # warm-up: kernels, allocator
+        times = []
+        if not cpu:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        for _ in range(a.repeats):
+            t0 = time.perf_counter()
+            out = fn(a.steps)
+            if not cpu:
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+        peak = torch.cuda.max_memory_allocated() / 2**30 if not cpu else float("nan")
+        outputs[name] = out["samples"].float()
+        results[name] = {"seconds": min(times), "all_seconds": [round(t, 3) for t in times], "peak_gib": peak}
+        print(f"{name:15s} {min(times):8.3f} s  peak {peak:6.2f} GiB", flush=True)
+    ref = results.get("plain", {}).get("seconds")
+    scale = float(outputs["plain"].abs().max()) if "plain" in outputs else None
+    for name, r in results.items():
+        if ref:
+            r["vs_plain"] = r["seconds"] / ref
+            r["peak_vs_plain"] = r["peak_gib"] / results["plain"]["peak_gib"] if not cpu else None
+        if "batch" in outputs and name != "batch":
+            r["max_abs_diff_vs_batch"] = float((outputs[name] - outputs["batch"]).abs().max())
+    if "frame_by_frame" in results and "batch" in results:
+        results["batch"]["speedup_vs_frame_by_frame"] = \
+            results["frame_by_frame"]["seconds"] / results["batch"]["seconds"]
+    report = {"device": torch.cuda.get_device_name() if not cpu else "cpu", "torch": torch.__version__,
+              "shape": a.shape, "latent": list(spec["latent"]), "frames": a.frames, "steps": a.steps, "cfg": cfg,
+              "blocks": sorted(blocks), "dtype": str(dtype), "sampler": "euler/simple", "output_scale": scale,
+              "results": results}
+    print(json.dumps(report, indent=1))
+    if a.json:
+        Path(a.json).write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
