@@ -3,7 +3,6 @@ loads custom nodes, and a tiny randomly initialised SD-style U-Net (no downloads
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import sys
 from pathlib import Path
@@ -11,6 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+
+from tiny_weights import init_weights
 
 REPO = Path(__file__).resolve().parents[2]
 COMFYUI_PATH = os.environ.get("COMFYUI_PATH", "")
@@ -62,20 +63,6 @@ def comfy():
     )
 
 
-def _init_weights(module: torch.nn.Module, generator: torch.Generator) -> None:
-    """ComfyUI leaves weights uninitialised (NaNs). std 1/sqrt(fan_in) keeps attention far from uniform,
-    so the method's effect stands well above round-off."""
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if p.ndim >= 2:
-                fan_in = p[0].numel()
-                p.copy_(torch.randn(p.shape, generator=generator) / math.sqrt(fan_in))
-            elif name.endswith("weight"):  # norms
-                p.fill_(1.0)
-            else:
-                p.copy_(torch.randn(p.shape, generator=generator) * 0.02)
-
-
 @pytest.fixture(scope="session")
 def tiny_model(comfy):
     """A ModelPatcher around a tiny SD1.5-style U-Net: 2 levels, one res block and one transformer each."""
@@ -95,7 +82,7 @@ def tiny_model(comfy):
     config = TinySD(TinySD.unet_config)
     config.set_inference_dtype(torch.float32, None)
     model = comfy.model_base.BaseModel(config, device=torch.device("cpu"))
-    _init_weights(model.diffusion_model, torch.Generator().manual_seed(1234))
+    init_weights(model.diffusion_model, torch.Generator().manual_seed(1234))
     model.eval()
     cpu = torch.device("cpu")
     return comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)

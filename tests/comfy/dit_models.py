@@ -6,7 +6,7 @@ import dataclasses
 
 import torch
 
-from conftest import _init_weights
+from tiny_weights import init_weights
 
 
 def _flux_config(comfy, flux2: bool) -> dict:
@@ -53,7 +53,7 @@ def build(comfy, family: str, seed: int = 4321):
     config = Tiny(dict(unet_config))
     config.set_inference_dtype(torch.float32, None)
     model = model_class(config, device=torch.device("cpu"))
-    _init_weights(model.diffusion_model, torch.Generator().manual_seed(seed))
+    init_weights(model.diffusion_model, torch.Generator().manual_seed(seed))
     model.eval()
     cpu = torch.device("cpu")
     return comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)

@@ -1,16 +1,17 @@
 """The ComfyUI range the pack declares (pyproject [tool.comfy] requires-comfyui, read by the registry and
 ComfyUI-Manager) must admit every version the tests run on, and README must list each tested version."""
+import os
 import re
 import tomllib
 from pathlib import Path
 
 from packaging.specifiers import SpecifierSet
 
-from conftest import COMFYUI_PATH, REPO
+REPO = Path(__file__).resolve().parents[2]
 
 
 def running_version() -> str:
-    text = (Path(COMFYUI_PATH) / "comfyui_version.py").read_text()
+    text = (Path(os.environ["COMFYUI_PATH"]) / "comfyui_version.py").read_text()
     return re.search(r'__version__ = "([^"]+)"', text).group(1)
 
 
