@@ -65,7 +65,8 @@ def build_model(shape: str, device, dtype):
     import comfy.model_patcher
     import comfy.supported_models_base
     spec = SHAPES[shape]
-    unet = dict(spec["unet"])
+    # weights stored in the compute dtype, as a real bf16 checkpoint loads (fp32 would double the 24 GB)
+    unet = dict(spec["unet"], dtype=dtype)
 
     class Config(comfy.supported_models_base.BASE):
         unet_config = unet
