@@ -96,8 +96,9 @@ class FrontendTraits:
 
 
 FRONTEND_TRAITS = [
-    FrontendTraits((1, 27, 10), r"^Search templates\.\.\.$", "dialog", (), []),
     # the video preview widget that appears once LoadVideo has loaded a file is serialised as an input
+    # ("video-preview": "") in the prompt that Run queues, on every checked frontend
+    FrontendTraits((1, 27, 10), r"^Search templates\.\.\.$", "dialog", (), [], (("LoadVideo", "video-preview", ""),)),
     FrontendTraits((1, 47, 12), r"^Search \.\.\.$", "error-panel", (), [], (("LoadVideo", "video-preview", ""),), (
         ConsoleAllowance(r"ComfyApp graph accessed before initialization", r"/assets/settingStore-[\w-]+\.js$",
                          "logged while the settings load, before the first graph exists"),
