@@ -35,6 +35,21 @@ def comfyui_path():
     return Path(p).resolve(), ""
 
 
+def frontend_root():
+    """Opt-in: $CFA_FRONTEND_ROOT names a frontend build to serve instead of the one ComfyUI's requirements
+    pin (passed as --front-end-root). For a comfyui-frontend-package wheel installed with
+    ``pip install --target DIR comfyui-frontend-package==X`` it is DIR/comfyui_frontend_package/static.
+    Returns the resolved folder or None; raises when the variable names no frontend build."""
+    p = os.environ.get("CFA_FRONTEND_ROOT", "").strip()
+    if not p:
+        return None
+    root = Path(p).expanduser().resolve()
+    if not (root / "index.html").is_file():
+        raise RuntimeError(f"CFA_FRONTEND_ROOT={p} has no index.html (for a wheel installed with --target DIR "
+                           "use DIR/comfyui_frontend_package/static)")
+    return root
+
+
 def comfy_python():
     """Interpreter for ComfyUI and the fixture generator: $COMFYUI_PYTHON, else the one running the tests."""
     return os.environ.get("COMFYUI_PYTHON") or sys.executable
@@ -107,12 +122,14 @@ class ComfyServer:
     def start(self, timeout=180.0):
         self.port = self.port or free_port()
         self.log_path = Path(self.base) / f"comfyui-{self.port}.log"
+        front = frontend_root()
+        front_args = ["--front-end-root", str(front)] if front else []
         cmd = [comfy_python(), str(Path(self.comfy_path) / "main.py"), "--cpu",
                "--listen", HOST, "--port", str(self.port),
                "--base-directory", str(self.base),
                "--database-url", "sqlite:///:memory:",
                "--disable-auto-launch", "--disable-api-nodes",
-               "--log-stdout", *self.extra_args]
+               "--log-stdout", *front_args, *self.extra_args]
         env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1")
         env.pop("PYTHONPATH", None)  # never let a repo root leak onto ComfyUI's path
         t0 = time.time()

@@ -74,6 +74,14 @@ def object_info(comfy_server):
 
 
 @pytest.fixture(scope="session")
+def comfy_version(comfy_server):
+    """The running ComfyUI's version, from /system_stats (e.g. "0.3.64", "0.30.0")."""
+    version = comfy_server.get("/system_stats").get("system", {}).get("comfyui_version")
+    assert version, "/system_stats does not report comfyui_version"
+    return version
+
+
+@pytest.fixture(scope="session")
 def pack_nodes(object_info, comfy_server):
     """Node ids of this pack as the server reports them; fails (with the import log) if none loaded."""
     ours = {k: v for k, v in object_info.items()

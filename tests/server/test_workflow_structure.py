@@ -1,6 +1,10 @@
 """The example workflows against a live server: valid v0.4 graphs whose widget layout matches the live
 /object_info, whose API twin is exactly what the UI graph converts to, and which ComfyUI lists and
-serves as templates of this pack."""
+serves as templates of this pack.
+
+The examples are written in the baseline layout (ComfyUI 0.3.64). On a newer server the layout must be
+exactly the live schemas minus the optional widgets named in cfa_workflow_tools.ADDED_WIDGETS for that
+version, and that table must agree with the live schemas (test_added_widgets_match_live_schemas)."""
 from __future__ import annotations
 
 import json
@@ -16,16 +20,16 @@ UI_NAMES = wt.example_names()
 
 
 @pytest.mark.parametrize("name", UI_NAMES)
-def test_ui_workflow_matches_live_schemas(name, object_info, pack_nodes):
+def test_ui_workflow_matches_live_schemas(name, object_info, pack_nodes, comfy_version):
     ui = wt.load_json(wt.EXAMPLES_DIR / f"{name}.json")
-    problems = wt.structure_problems(ui, object_info, name)
+    problems = wt.structure_problems(ui, object_info, name, comfy_version)
     assert not problems, "\n".join(problems)
 
 
 @pytest.mark.parametrize("name", UI_NAMES)
-def test_api_twin_is_the_ui_graph(name, object_info, pack_nodes):
+def test_api_twin_is_the_ui_graph(name, object_info, pack_nodes, comfy_version):
     ui = wt.load_json(wt.EXAMPLES_DIR / f"{name}.json")
-    converted, problems = wt.ui_to_api(ui, object_info)
+    converted, problems = wt.ui_to_api(ui, object_info, comfy_version)
     assert not problems, "\n".join(problems)
     twin = wt.load_json(wt.API_DIR / f"{name}.json")
     twin = {k: {"inputs": v["inputs"], "class_type": v["class_type"]} for k, v in twin.items()}
@@ -33,6 +37,14 @@ def test_api_twin_is_the_ui_graph(name, object_info, pack_nodes):
                                f"schemas (re-run tests/workflows/build_examples.py):\n"
                                f"converted: {json.dumps(converted, sort_keys=True)}\n"
                                f"twin:      {json.dumps(twin, sort_keys=True)}")
+
+
+def test_added_widgets_match_live_schemas(object_info, comfy_version):
+    """ADDED_WIDGETS is exact for this server: its entries for this version exist with their defaults,
+    later ones do not (the per-node count checks above catch any widget missing from the table)."""
+    used = {n["type"] for name in UI_NAMES for n in wt.load_json(wt.EXAMPLES_DIR / f"{name}.json")["nodes"]}
+    problems = wt.added_widget_problems(object_info, comfy_version, used)
+    assert not problems, "\n".join(problems)
 
 
 def test_workflow_templates_lists_examples(comfy_server):

@@ -9,6 +9,13 @@ out of one description and match the schemas of the code that is actually loaded
 
 Re-run it after changing a node's inputs, then run the tests (tests/workflows checks the twins stay in
 sync; tests/server checks everything against a live server and runs every workflow).
+
+Generate them from the baseline ComfyUI (cfa_workflow_tools.BASELINE_COMFYUI, the oldest supported): a
+file written for it opens in newer frontends, which append the optional widgets later versions added
+(cfa_workflow_tools.ADDED_WIDGETS) with their defaults (the browser test checks it on each version).
+Generated from a newer server, the widget layout and the API twins are still the baseline's (those
+widgets are left out), but node outputs and default titles follow that server (0.30.0 adds outputs to
+GetVideoComponents, SaveVideo and SaveImage and renames Canny's title), so the script says so.
 """
 from __future__ import annotations
 
@@ -274,15 +281,17 @@ EXAMPLES = [video_edit, video_edit_controlnet, manual_store_load, image_referenc
 # --- serialisation ----------------------------------------------------------------------------------------
 
 def _widget_type(spec):
-    return wt.spec_type(spec)
+    # a DynamicCombo is written as the plain combo the baseline has (only options without inputs are used)
+    t = wt.spec_type(spec)
+    return "COMBO" if t == wt.DYNAMIC_COMBO else t
 
 
-def _node_size(node, node_def):
+def _node_size(node, node_def, skip=()):
     if node.size:
         return list(node.size)
     sockets = len(wt.socket_inputs(node_def)) if node_def else 0
     outs = len(node_def.get("output", [])) if node_def else 0
-    widgets = len(wt.widget_slots(node_def)) if node_def else 1
+    widgets = len(wt.widget_slots(node_def, skip)) if node_def else 1
     return [320, 46 + 22 * max(sockets, outs) + 26 * widgets]
 
 
@@ -296,11 +305,13 @@ def build(graph, versions):
 
     for node in graph.nodes:
         node_def = info[node.type]
-        names = {n for n, _, _ in wt.ordered_inputs(node_def)}
+        skip = wt.skipped_for(node.type, versions["comfy"])
+        names = {n for n, _, _ in wt.ordered_inputs(node_def, skip)}
         unknown = set(node.inputs) - names
         if unknown:
-            raise SystemExit(f"{graph.name}: {node.type} has no input(s) {sorted(unknown)}")
-        for name, spec, optional in wt.ordered_inputs(node_def):
+            raise SystemExit(f"{graph.name}: {node.type} has no input(s) {sorted(unknown)}"
+                             + (f" in the baseline layout (ComfyUI {wt.BASELINE_COMFYUI})" if set(skip) & unknown else ""))
+        for name, spec, optional in wt.ordered_inputs(node_def, skip):
             value = node.inputs.get(name)
             if isinstance(value, Out):
                 link_id += 1
@@ -313,9 +324,10 @@ def build(graph, versions):
     target_slot = {}
     for node in graph.nodes:
         node_def = info[node.type]
+        skip = wt.skipped_for(node.type, versions["comfy"])
         inputs_ui, widgets_values, api_inputs = [], [], {}
-        sockets = [(n, s, o) for n, s, o in wt.ordered_inputs(node_def) if not wt.is_widget(s)]
-        widgets = [(n, s, o) for n, s, o in wt.ordered_inputs(node_def) if wt.is_widget(s)]
+        sockets = [(n, s, o) for n, s, o in wt.ordered_inputs(node_def, skip) if not wt.is_widget(s)]
+        widgets = [(n, s, o) for n, s, o in wt.ordered_inputs(node_def, skip) if wt.is_widget(s)]
         for name, spec, optional in sockets:
             lid = incoming.get(node.id, {}).get(name)
             entry = {"localized_name": name, "name": name}
@@ -334,6 +346,10 @@ def build(graph, versions):
                 value = wt.spec_opts(spec).get("default")
                 if value is None and wt.spec_type(spec) == "COMBO":
                     value = (wt.combo_options(spec) or [""])[0]
+            nested = wt.dynamic_option_inputs(spec, value)
+            if nested:
+                raise SystemExit(f"{graph.name}: {node.type}.{name}={value!r} selects a DynamicCombo option with "
+                                 f"inputs {nested}; the builder writes only options without inputs")
             if lid is not None:
                 target_slot[lid] = len(inputs_ui)
             inputs_ui.append({"localized_name": name, "name": name, "type": _widget_type(spec),
@@ -345,7 +361,7 @@ def build(graph, versions):
                 inputs_ui.append({"localized_name": "choose file to upload", "name": "upload",
                                   "type": "IMAGEUPLOAD", "widget": {"name": "upload"}, "link": None})
                 widgets_values.append("image")
-        for name, spec, optional in wt.ordered_inputs(node_def):
+        for name, spec, optional in wt.ordered_inputs(node_def, skip):
             value = node.inputs.get(name)
             if isinstance(value, Out):
                 api_inputs[name] = [str(value.node.id), value.slot]
@@ -357,7 +373,7 @@ def build(graph, versions):
             outputs_ui.append({"localized_name": oname, "name": oname, "type": otype,
                                "links": out_links.get((node.id, slot))})
         is_ours = node.type.startswith(PACK_PREFIX)
-        ui = {"id": node.id, "type": node.type, "pos": node.pos, "size": _node_size(node, node_def),
+        ui = {"id": node.id, "type": node.type, "pos": node.pos, "size": _node_size(node, node_def, skip),
               "flags": {}, "order": order[node.id], "mode": 0, "inputs": inputs_ui, "outputs": outputs_ui,
               "properties": {"cnr_id": versions["pack_id"] if is_ours else CORE_CNR,
                              "ver": versions["pack"] if is_ours else versions["comfy"],
@@ -492,8 +508,9 @@ def write_all(object_info, comfy_version, out_dir=wt.EXAMPLES_DIR):
     for make in EXAMPLES:
         graph = make(object_info)
         ui, api = build(graph, versions)
-        problems = wt.structure_problems(ui, object_info, graph.name)
-        converted, conv_problems = wt.ui_to_api(ui, object_info)
+        problems = wt.structure_problems(ui, object_info, graph.name, comfy_version)
+        problems += wt.added_widget_problems(object_info, comfy_version, {n.type for n in graph.nodes})
+        converted, conv_problems = wt.ui_to_api(ui, object_info, comfy_version)
         expected = {k: {"inputs": v["inputs"], "class_type": v["class_type"]} for k, v in api.items()}
         if problems or conv_problems or converted != expected:
             raise SystemExit(f"{graph.name}: generated graph does not check out: {problems + conv_problems}")
@@ -526,6 +543,9 @@ def main(argv=None):
             finally:
                 server.stop()
     version = stats.get("system", {}).get("comfyui_version", "unknown")
+    if version != wt.BASELINE_COMFYUI:
+        print(f"note: generated from ComfyUI {version}, not the baseline {wt.BASELINE_COMFYUI}: widget layout "
+              "and API twins are the baseline's, node outputs and default titles are this server's")
     written = write_all(info, version)
     print("wrote", ", ".join(written), "into", wt.EXAMPLES_DIR)
 

@@ -11,6 +11,10 @@ optional, in the schema's order), then one entry per widget with ``"widget": {"n
 ``widgets_values`` holds one value per widget in the schema's order, plus the control value
 ("fixed", "randomize"...) right after an input declaring ``control_after_generate``, plus "image" for
 the upload button right after a combo declaring ``image_upload``/``video_upload``/...
+Newer ComfyUI (0.30.0, frontend 1.47) adds: a DynamicCombo widget (type ``COMFY_DYNAMICCOMBO_V3``: one
+value, the selected option's key, followed by the widgets of that option, which these tools do not
+support: the examples only select options without inputs) and optional widgets on core nodes that the
+examples, written in the baseline layout, do not list (``ADDED_WIDGETS``).
 """
 from __future__ import annotations
 
@@ -19,7 +23,20 @@ from pathlib import Path
 
 CONTROL_VALUES = ("fixed", "increment", "decrement", "randomize")
 UI_ONLY_TYPES = {"Note", "MarkdownNote"}
-WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", DYNAMIC_COMBO}
+
+# The example workflows are written in the widget layout of the oldest supported ComfyUI.
+BASELINE_COMFYUI = "0.3.64"
+# Optional widget inputs that later ComfyUI versions added to core nodes the examples use:
+# (first version known to have it, node type, input, default). An example file (baseline layout) does not
+# list them; a newer frontend appends the widget with its default when it loads the file, and the server
+# uses the same default when an API prompt leaves the input out. The live tests check this table against
+# the running server's /object_info both ways (every entry exists there with that default, and nothing
+# else is missing from the examples).
+ADDED_WIDGETS = [
+    ("0.30.0", "CreateVideo", "bit_depth", 8),
+]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES_DIR = REPO_ROOT / "example_workflows"
@@ -40,17 +57,42 @@ def api_names():
     return sorted(p.stem for p in API_DIR.glob("*.json"))
 
 
+# --- ComfyUI versions ------------------------------------------------------------------------------------
+
+def version_tuple(version):
+    """'0.30.0' -> (0, 30, 0); None or unparsable -> None."""
+    try:
+        return tuple(int(p) for p in str(version).split("+")[0].split("-")[0].split("."))
+    except (TypeError, ValueError):
+        return None
+
+
+def added_widgets(comfy_version):
+    """{(node type, input): default} of ADDED_WIDGETS that a ComfyUI of this version has.
+
+    None (version unknown: offline checks) and the baseline give {}."""
+    v = version_tuple(comfy_version)
+    if v is None:
+        return {}
+    return {(t, name): default for since, t, name, default in ADDED_WIDGETS if v >= version_tuple(since)}
+
+
+def skipped_for(node_type, comfy_version):
+    """Input names of this node type that the baseline layout leaves out on this ComfyUI version."""
+    return {name for (t, name) in added_widgets(comfy_version) if t == node_type}
+
+
 # --- schema helpers (object_info) --------------------------------------------------------------------
 
-def ordered_inputs(node_def):
-    """[(name, spec, optional)] in the schema's order (required, then optional)."""
+def ordered_inputs(node_def, skip=()):
+    """[(name, spec, optional)] in the schema's order (required, then optional), without ``skip``."""
     spec_all = node_def.get("input", {})
     order = node_def.get("input_order") or {k: list(v) for k, v in spec_all.items()}
     out = []
     for section in ("required", "optional"):
         for name in order.get(section, []):
             spec = spec_all.get(section, {}).get(name)
-            if spec is not None:
+            if spec is not None and name not in skip:
                 out.append((name, spec, section == "optional"))
     return out
 
@@ -65,7 +107,23 @@ def spec_opts(spec):
 
 
 def combo_options(spec):
-    return spec[0] if isinstance(spec[0], list) else spec_opts(spec).get("options")
+    if isinstance(spec[0], list):
+        return spec[0]
+    options = spec_opts(spec).get("options")
+    if spec[0] == DYNAMIC_COMBO and options is not None:
+        return [o.get("key") for o in options]
+    return options
+
+
+def dynamic_option_inputs(spec, key):
+    """Names of the inputs that selecting option ``key`` of a DynamicCombo adds (none for other specs)."""
+    if spec_type(spec) != DYNAMIC_COMBO:
+        return []
+    for o in spec_opts(spec).get("options") or []:
+        if o.get("key") == key:
+            sections = o.get("inputs") or {}
+            return [n for sec in ("required", "optional") for n in (sections.get(sec) or {})]
+    return []
 
 
 def is_widget(spec):
@@ -77,10 +135,10 @@ def upload_flag(spec):
     return any(k.endswith("_upload") and v for k, v in opts.items())
 
 
-def widget_slots(node_def):
+def widget_slots(node_def, skip=()):
     """The node's widgets_values layout: [(input name, kind)] with kind value | control | upload."""
     slots = []
-    for name, spec, _ in ordered_inputs(node_def):
+    for name, spec, _ in ordered_inputs(node_def, skip):
         if not is_widget(spec):
             continue
         slots.append((name, "value"))
@@ -93,6 +151,42 @@ def widget_slots(node_def):
 
 def socket_inputs(node_def):
     return [(n, s, opt) for n, s, opt in ordered_inputs(node_def) if not is_widget(s)]
+
+
+def added_widget_problems(object_info, comfy_version, node_types):
+    """ADDED_WIDGETS against a live schema: each entry applying to this version is an optional widget
+    with that default; each entry for a later version is absent (only for node types in use)."""
+    p = []
+    live = added_widgets(comfy_version)
+    for since, t, name, default in ADDED_WIDGETS:
+        node_def = object_info.get(t)
+        if t not in node_types or node_def is None:
+            continue
+        spec = {n: (s, o) for n, s, o in ordered_inputs(node_def)}.get(name)
+        if (t, name) in live:
+            if spec is None:
+                p.append(f"ComfyUI {comfy_version}: {t} has no input {name}, which ADDED_WIDGETS says it "
+                         f"has since {since}")
+            elif not spec[1] or not is_widget(spec[0]) or spec_opts(spec[0]).get("default") != default:
+                p.append(f"ComfyUI {comfy_version}: {t}.{name} is {spec[0]} (optional={spec[1]}); ADDED_WIDGETS "
+                         f"expects an optional widget with default {default!r}")
+        elif spec is not None:
+            p.append(f"ComfyUI {comfy_version}: {t} already has {name}, which ADDED_WIDGETS dates from {since}")
+    return p
+
+
+def values_as_loaded(node, node_def, comfy_version):
+    """widgets_values a frontend shows for a baseline-layout node on this ComfyUI version: the file's
+    values by name, plus the ADDED_WIDGETS defaults in their schema position."""
+    added = {name: d for (t, name), d in added_widgets(comfy_version).items() if t == node["type"]}
+    file_slots = widget_slots(node_def, skip=set(added))
+    values = list(node.get("widgets_values") or [])
+    by_slot = dict(zip(file_slots, values))
+    out = []
+    for slot in widget_slots(node_def):
+        name, kind = slot
+        out.append(added[name] if name in added and kind == "value" else by_slot.get(slot))
+    return out
 
 
 # --- UI graph helpers ----------------------------------------------------------------------------------
@@ -114,8 +208,11 @@ def ui_nodes(ui, include_ui_only=False):
             if include_ui_only or n.get("type") not in UI_ONLY_TYPES}
 
 
-def ui_to_api(ui, object_info):
-    """Convert a UI workflow to an API prompt using the live schema. Returns (api dict, problems)."""
+def ui_to_api(ui, object_info, comfy_version=None):
+    """Convert a UI workflow to an API prompt using the live schema. Returns (api dict, problems).
+
+    With ``comfy_version`` the file is read in the baseline layout (ADDED_WIDGETS left out): the result
+    is the API prompt as written for the baseline, which that version runs with the added defaults."""
     problems, api = [], {}
     links = ui_links(ui)
     nodes = ui_nodes(ui, include_ui_only=True)
@@ -132,7 +229,8 @@ def ui_to_api(ui, object_info):
             continue
         by_name = {i["name"]: i for i in node.get("inputs", [])}
         values = list(node.get("widgets_values") or [])
-        slots = widget_slots(node_def)
+        skip = skipped_for(t, comfy_version)
+        slots = widget_slots(node_def, skip)
         if len(values) != len(slots):
             problems.append(f"node {nid} ({t}): {len(values)} widget values, the schema needs {len(slots)} "
                             f"({[f'{n}:{k}' for n, k in slots]})")
@@ -143,7 +241,7 @@ def ui_to_api(ui, object_info):
             elif kind == "control" and value not in CONTROL_VALUES:
                 problems.append(f"node {nid} ({t}): control_after_generate value for {name} is {value!r}")
         inputs = {}
-        for name, spec, optional in ordered_inputs(node_def):
+        for name, spec, optional in ordered_inputs(node_def, skip):
             entry = by_name.get(name)
             link_id = entry.get("link") if entry else None
             if link_id is not None:
@@ -155,14 +253,21 @@ def ui_to_api(ui, object_info):
             elif is_widget(spec):
                 if name in widget_value:
                     inputs[name] = widget_value[name]
+                    nested = dynamic_option_inputs(spec, widget_value[name])
+                    if nested:
+                        problems.append(f"node {nid} ({t}): {name}={widget_value[name]!r} selects a DynamicCombo "
+                                        f"option with inputs {nested}, which these tools do not support")
             elif not optional:
                 problems.append(f"node {nid} ({t}): required input {name} is not connected")
         api[str(nid)] = {"inputs": inputs, "class_type": t}
     return api, problems
 
 
-def structure_problems(ui, object_info, name="workflow"):
-    """Everything that would make the frontend or the server reject or mis-load a UI workflow."""
+def structure_problems(ui, object_info, name="workflow", comfy_version=None):
+    """Everything that would make the frontend or the server reject or mis-load a UI workflow.
+
+    With ``comfy_version`` (the live server's), the file must have the baseline layout of that server's
+    schemas: exactly its widgets minus the ADDED_WIDGETS of that version."""
     p = []
     if ui.get("version") != 0.4:
         p.append(f"{name}: version is {ui.get('version')!r}, expected 0.4")
@@ -216,12 +321,13 @@ def structure_problems(ui, object_info, name="workflow"):
         if node_def is None:
             p.append(f"{name}: node {nid} has type {t}, unknown to ComfyUI and this pack")
             continue
+        skip = skipped_for(t, comfy_version)
         for inp in node.get("inputs", []):
-            known = {n for n, _ in widget_slots(node_def)} | {"upload"}
+            known = {n for n, _ in widget_slots(node_def, skip)} | {"upload"}
             if inp.get("widget") and inp["widget"].get("name") not in known:
                 p.append(f"{name}: node {nid} ({t}) lists widget input {inp['widget'].get('name')} the schema "
-                         "does not have")
-        slots = widget_slots(node_def)
+                         "does not have" + (" in the baseline layout" if skip else ""))
+        slots = widget_slots(node_def, skip)
         values = node.get("widgets_values") or []
         if len(values) != len(slots):
             p.append(f"{name}: node {nid} ({t}) has {len(values)} widget values; the schema needs "
@@ -240,8 +346,11 @@ def _value_problems(spec, kind, value):
     if kind == "upload":
         return []
     t, opts = spec_type(spec), spec_opts(spec)
-    if t == "COMBO":
+    if t in ("COMBO", DYNAMIC_COMBO):
         options = combo_options(spec) or []
+        nested = dynamic_option_inputs(spec, value)
+        if nested:
+            return [f"{value!r} selects a DynamicCombo option with inputs {nested} (not supported here)"]
         # model/file lists depend on the user's folders: any string goes; fixed lists must contain it
         if value not in options and not (isinstance(value, str) and _is_file_list(options)):
             return [f"{value!r} is not one of {options[:12]}"]

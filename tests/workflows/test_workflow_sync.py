@@ -95,3 +95,13 @@ def test_api_folder_holds_only_api_format():
         assert isinstance(api, dict) and "nodes" not in api, f"api/{name}.json is not API format"
         for nid, entry in api.items():
             assert nid.isdigit() and "class_type" in entry and isinstance(entry.get("inputs"), dict), (name, nid)
+
+
+def test_added_widgets_postdate_the_baseline():
+    """The examples keep the baseline layout; ADDED_WIDGETS only names inputs of later versions."""
+    base = wt.version_tuple(wt.BASELINE_COMFYUI)
+    assert base is not None
+    assert wt.added_widgets(wt.BASELINE_COMFYUI) == {}
+    for since, node_type, name, default in wt.ADDED_WIDGETS:
+        assert wt.version_tuple(since) > base, (since, node_type, name)
+        assert (node_type, name) in wt.added_widgets(since), (since, node_type, name, default)
