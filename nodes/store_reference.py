@@ -29,12 +29,13 @@ class StoreReferenceAttention(io.ComfyNode):
                 blocks_input(),
                 bank_device_input(),
                 bank_dtype_input(),
-                io.Int.Input("keep_recordings", default=1, min=1, max=16,
+                io.Int.Input("keep_recordings", default=1, min=1, max=16, optional=True,
                              tooltip="How many recent reference runs stay recorded. ComfyUI can serve an "
                                      "earlier reference from its cache (you switched a seed back); the frames "
                                      "then need that run's recording. With 1, they stop with an error asking "
                                      "to re-run the reference; more keeps earlier ones, each costing one "
-                                     "reference's memory."),
+                                     "reference's memory. Optional, so API prompts written before it "
+                                     "existed still run."),
             ],
             outputs=[
                 io.Model.Output(display_name="model",

@@ -16,9 +16,9 @@ def reference_graph(fixtures, reference_seed):
         "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["1", 1]}},
         "4": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": 1}},
         "5": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": 3}},
+        # Written before keep_recordings existed (it is optional): API prompts of that time must still run.
         "6": {"class_type": "CFA_StoreReferenceAttention",
-              "inputs": {"model": ["1", 0], "blocks": "output", "bank_device": "auto", "bank_dtype": "auto",
-                         "keep_recordings": 1}},
+              "inputs": {"model": ["1", 0], "blocks": "output", "bank_device": "auto", "bank_dtype": "auto"}},
         "7": {"class_type": "KSampler",
               "inputs": {"model": ["6", 0], "seed": reference_seed, "positive": ["2", 0], "negative": ["3", 0],
                          "latent_image": ["4", 0], **sampling}},
