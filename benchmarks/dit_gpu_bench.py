@@ -18,10 +18,8 @@ downloaded. Every number of one invocation comes from the same process on the sa
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -29,6 +27,8 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from comfy_gpu_bench import setup_comfy  # noqa: E402  (ComfyUI from COMFYUI_PATH, the pack loaded as a node)
 
 SHAPES = {
     # Flux.1-dev: 19 double + 38 single blocks, 3072 wide, 24 heads, T5 (4096) text, CLIP-L pooled (768).
@@ -48,15 +48,6 @@ SHAPES = {
                                         qkv_bias=True, guidance_embed=True, txt_ids_dims=[]),
                  latent=(16, 16, 16), text=(8, 32), pooled=32, cfg=1.0),
 }
-
-
-def setup_comfy(cpu: bool):
-    sys.path.insert(0, os.environ["COMFYUI_PATH"])
-    from comfy.cli_args import args
-    args.cpu = cpu
-    import nodes as comfy_nodes
-    assert asyncio.run(comfy_nodes.load_custom_node(str(REPO), module_parent="custom_nodes"))
-    return comfy_nodes
 
 
 def build_model(shape: str, device, dtype):
