@@ -3,10 +3,12 @@
 The patch (ModelPatcher.set_model_attn1_patch) rewrites the self-attention K/V source of the chosen blocks
 and leaves the query alone, so it chains with other packs' attn1 patches and with any attn1 replace
 (PAG, SAG), and uses whatever attention backend the user picked. The wrapper around each sampling run
-tells the patch what that run is (STORE a reference, or sample frames against an anchor).
+tells the patch what that run is (STORE a reference, or sample frames against an anchor) and sets the run's
+context-window handler (windows.py): the pack's own windows, or the user's bracketed.
 """
 from __future__ import annotations
 
+import threading
 import weakref
 from typing import Callable
 
@@ -15,6 +17,7 @@ from comfy.patcher_extension import WrappersMP
 
 from ..attention import FrameRun, RunPlan
 from ..attention.errors import CrossFrameError
+from .windows import install_windows, prepare_sampling_wrapper, window_frames
 
 WRAPPER_KEY = "cross_frame_attention"
 _UNET_GROUPS = {"input": "input_blocks", "middle": "middle_block", "output": "output_blocks"}
@@ -62,6 +65,7 @@ class Attn1Patch:
         self.blocks = frozenset(blocks)
         self.who = who
         self.run: FrameRun | None = None
+        self._window = _WindowCache()
 
     def __deepcopy__(self, memo):
         return self
@@ -79,7 +83,7 @@ class Attn1Patch:
         # Another patch earlier in the chain may have changed the K/V source; build on what it set.
         source = n if context is None else context
         kv = run.kv(layer, source, extra_options["cond_or_uncond"], extra_options["sigmas"],
-                    extra_options.get("uuids"))
+                    extra_options.get("uuids"), self._window.frames(extra_options.get("context_window")))
         if kv is None:
             return n, context, value
         if value is not None and value is not context:
@@ -88,6 +92,22 @@ class Attn1Patch:
                 "and value sources; cross-frame attention cannot combine with it. Apply this node before "
                 "(upstream of) the other patch node, or remove one of them.")
         return n, kv, kv
+
+
+class _WindowCache(threading.local):
+    """The clip frames of the window a model call holds, worked out once per window object (every layer of
+    the call gets the same one)."""
+
+    def __init__(self):
+        self.window = None
+        self.value = None
+
+    def frames(self, window):
+        if window is None:
+            return None
+        if window is not self.window:
+            self.window, self.value = window, window_frames(window)
+        return self.value
 
 
 PlanFactory = Callable[[object, object, object], RunPlan]
@@ -112,11 +132,17 @@ def existing_patch(model) -> "Attn1Patch | None":
 
 
 def patch_model(model, blocks: frozenset, who: str, plan_for_run: PlanFactory,
-                run_succeeded: Callable[[RunPlan, torch.Tensor], None] | None = None):
+                run_succeeded: Callable[[RunPlan, torch.Tensor], None] | None = None,
+                window_size: int | None = None, run_finished: Callable[[FrameRun], None] | None = None):
     """A clone of `model` (never `model` itself) whose chosen self-attention layers follow the plan that
     `plan_for_run(guider, latent_image, sigmas)` returns at the start of each sampling run;
     `run_succeeded(plan, samples)` is called with the run's output latent when a run completes (not when it
-    fails or is interrupted)."""
+    fails or is interrupted); `run_finished(run)` after every run.
+
+    window_size: None = one batch, unless the user gave the model context windows; otherwise each model
+    evaluation is split into windows of that many frames (0 = sized from free memory when sampling starts).
+    Under any windows, frame i attends to frames 0 and i-1 as evaluated earlier in the same model evaluation
+    (see attention/windows.py)."""
     earlier = existing_patch(model)
     if earlier is not None:
         raise CrossFrameError(
@@ -130,17 +156,27 @@ def patch_model(model, blocks: frozenset, who: str, plan_for_run: PlanFactory,
         guider = executor.class_obj
         check_supported(guider.model_patcher.model, patch.blocks, who)
         plan = plan_for_run(guider, latent_image, sigmas)
-        patch.run = FrameRun(plan, conditioning_groups(guider))
+        # Set in the run's own copy of the model options (the guider restores the originals afterwards).
+        handler = install_windows(guider.model_options, patch, window_size, who)
+        if handler is not None and not handler.is_ours:
+            plan.keep_window = True   # a user's windows may overlap or prepend the frame before them
+        run = FrameRun(plan, conditioning_groups(guider))
+        patch.run = run
         try:
             out = executor(noise, latent_image, sampler, sigmas, *args, **kwargs)
         finally:
             patch.run = None  # banks stay with their owners; the run's caches go
+            if handler is not None:
+                handler.cleanup()
+            if run_finished is not None:
+                run_finished(run)
         if run_succeeded is not None:
             run_succeeded(plan, out)
         return out
 
     patched.set_model_attn1_patch(patch)
     patched.add_wrapper_with_key(WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, outer_sample)
+    patched.add_wrapper_with_key(WrappersMP.PREPARE_SAMPLING, WRAPPER_KEY, prepare_sampling_wrapper)
     return patched
 
 
