@@ -8,12 +8,13 @@ def anchor_count(anchors: str, include_self: bool) -> int:
     return ("first" in anchors) + ("previous" in anchors) + bool(include_self)
 
 
-def assemble_kv(x: torch.Tensor, groups: int, first: torch.Tensor, prev0: torch.Tensor,
+def assemble_kv(x: torch.Tensor, groups: int, first, prev0: torch.Tensor,
                 anchors: str = "first+previous", include_self: bool = False) -> torch.Tensor:
     """Cross-frame K/V source for `x` = [groups * F, T, C], F consecutive frames per group (chunk-major, as
     ComfyUI batches cond/uncond).
 
-    Frame f of a group attends to, in this order: `first` (the clip's anchor frame, [groups, T, C]),
+    Frame f of a group attends to, in this order: `first` (the clip's anchor frame, [groups, T, C]; or, with
+    keyframe anchors, a list of (lo, hi, [groups, T, C]): batch frames lo..hi-1 take that anchor),
     its previous frame (`prev0` [groups, T, C] for f = 0, frame f-1 of the batch otherwise), and, with
     `include_self`, itself. Returns [groups * F, k * T, C]. Query length stays T; nothing needs Q and K to
     have the same length.
@@ -29,7 +30,11 @@ def assemble_kv(x: torch.Tensor, groups: int, first: torch.Tensor, prev0: torch.
     out = x.new_empty(groups, frames, k * t, c)
     at = 0
     if use_first:
-        out[:, :, :t] = first.unsqueeze(1)  # broadcast over frames: no expanded copy of `first`
+        if isinstance(first, torch.Tensor):
+            out[:, :, :t] = first.unsqueeze(1)  # broadcast over frames: no expanded copy of `first`
+        else:
+            for lo, hi, anchor in first:
+                out[:, lo:hi, :t] = anchor.unsqueeze(1)
         at = t
     if use_prev:
         out[:, 0, at:at + t] = prev0

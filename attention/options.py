@@ -91,6 +91,8 @@ class CrossFrameOptions:
     start_percent / end_percent: the part of the denoising schedule where cross-frame attention acts;
         outside it the frames use ordinary self-attention.
     bank_device / bank_dtype: where stored attention inputs live ("auto" = the model's device and dtype).
+    anchor_every: keyframe anchors: with N > 0, frame i's first anchor is the latest keyframe at or before it
+        (frame k*N, k = i // N) instead of frame 0; 0 = frame 0 (or the reference) anchors the whole clip.
     who: the node (or call) that chose them, named in every error message; not part of the options' value.
     """
 
@@ -101,6 +103,7 @@ class CrossFrameOptions:
     end_percent: float = 1.0
     bank_device: str = "auto"
     bank_dtype: str = "auto"
+    anchor_every: int = 0
     who: str = field(default="Cross-frame attention", compare=False)
 
     def __post_init__(self):
@@ -117,6 +120,9 @@ class CrossFrameOptions:
                 "0 <= start_percent <= end_percent <= 1: lower start_percent or raise end_percent.")
         if self.bank_device not in BANK_DEVICE_CHOICES:
             raise CrossFrameError(f"{who}: bank_device={self.bank_device!r}; use one of {BANK_DEVICE_CHOICES}.")
+        if not isinstance(self.anchor_every, int) or self.anchor_every < 0:
+            raise CrossFrameError(f"{who}: anchor_every={self.anchor_every!r}; use 0 (frame 0 anchors the whole "
+                                  "clip) or a positive number of frames between keyframes.")
         if self.bank_dtype not in BANK_DTYPE_CHOICES:
             raise CrossFrameError(f"{who}: bank_dtype={self.bank_dtype!r}; use one of {BANK_DTYPE_CHOICES}.")
 

@@ -10,6 +10,7 @@ from .assembly import assemble_kv
 from .bank import AttentionBank
 from .errors import CrossFrameError
 from .options import CrossFrameOptions
+from .windows import WindowCarry, keyframe_of
 
 
 @dataclass
@@ -19,10 +20,17 @@ class RunPlan:
     first: the clip's anchor frame (a reference, or frame 0 of an earlier chunk); None when batch frame 0 is
         the clip's first frame, which then anchors the rest of the batch.
     prev: the frame just before batch frame 0 (last frame of the previous chunk); None: use `first`.
-    record_first / record_last: keep batch frame 0 / the last batch frame for later chunks or later nodes.
+    record_first / record_last: keep clip frame `record_first_frame` (0, or the latest keyframe) / the last
+        clip frame at every step, for later chunks or later nodes (a continuation spans sampling runs).
     store: STORE mode: the batch uses ordinary self-attention and its frame 0 is recorded here.
     active_sigmas: (high, low) sigma bounds of the active part of the schedule; None = every step.
     who: the node or call named in error messages.
+    keep_window: when one model evaluation is split into windows, carry every frame of the latest window to
+        the next one (windows of a user's context schedule may overlap or prepend the frame before them), not
+        only its last frame (the pack's own windows: consecutive, in clip order).
+
+    `frames` is the clip this run samples (the sampler's latent batch); a model call may hold all of it or
+    one window of it (see FrameRun.kv).
     """
 
     frames: int
@@ -34,6 +42,17 @@ class RunPlan:
     store: AttentionBank | None = None
     active_sigmas: tuple[float, float] | None = None
     who: str = "Cross-frame attention"
+    record_first_frame: int = 0
+    keep_window: bool = False
+
+
+def _group_key(flag: int, mapped, by_order: tuple) -> tuple:
+    """A conditioning's key: (cond flag, index among its kind) from the sampler's ids when known. Core may
+    evaluate a copy of a positive area cond as negative (equal-area uncond, same id): its key keeps the
+    flag it is evaluated as, plus the flag of its source, so it never shares a key with that source."""
+    if mapped is None:
+        return by_order
+    return mapped if mapped[0] == flag else (flag, mapped[1], mapped[0])
 
 
 class _CallCache(threading.local):
@@ -60,8 +79,11 @@ class FrameRun:
     ComfyUI passes unchanged to every layer of one call) and bank slots once per sigma.
 
     Safe under concurrent calls (MultiGPU CFG split runs conds in parallel threads): per-call caches are
-    per thread, the only shared mutable run state (evaluation counts) is updated under a lock, banks lock
-    their own writes, and anchors are read onto the querying tensor's device.
+    per thread, the shared mutable run state (evaluation counts, the window carry) is updated under locks,
+    banks lock their own writes, and anchors are read onto the querying tensor's device.
+
+    Windows: a model evaluation split into windows (begin_evaluation / end_evaluation around it) gives kv
+    the clip frames of each call; frames held by earlier windows of that evaluation come from `carry`.
     """
 
     def __init__(self, plan: RunPlan, group_of: dict | None = None):
@@ -79,9 +101,38 @@ class FrameRun:
         self._call = _CallCache()
         self._occurrences: dict[tuple, int] = {}
         self._occurrence_lock = threading.Lock()
+        self.carry = WindowCarry()          # anchors of earlier windows of the current model evaluation
+        self._in_evaluation = False
+        self._spans: dict[tuple, tuple[int, int]] = {}
+
+    # -- per model evaluation (set by whoever splits an evaluation into windows) ------------------------
+    def begin_evaluation(self) -> None:
+        """A model evaluation split into windows starts: nothing carried from the previous one is valid."""
+        self.carry.clear()
+        self._in_evaluation = True
+
+    def end_evaluation(self) -> None:
+        self.carry.clear()
+        self._in_evaluation = False
+
+    def _span(self, frames) -> tuple[int, int]:
+        """(start, stop) of the clip frames a windowed call holds; they must be consecutive, in order."""
+        span = self._spans.get(frames)
+        if span is None:
+            start = frames[0] if frames else 0
+            if tuple(frames) != tuple(range(start, start + len(frames))) or start < 0 \
+                    or start + len(frames) > self.plan.frames:
+                raise CrossFrameError(
+                    f"{self.plan.who}: a context window holds clip frames {list(frames)}, which are not "
+                    f"consecutive frames of the {self.plan.frames}-frame clip in order. Looped context schedules "
+                    "wrap the clip's end onto its start, which has no previous frame to attend to; use the "
+                    "'batched' or 'standard_static' schedule (dim 0).")
+            span = (start, start + len(frames))
+            self._spans[frames] = span
+        return span
 
     # -- per model call -------------------------------------------------------------------------------
-    def _groups(self, cond_or_uncond, batch: int, ids) -> tuple:
+    def _groups(self, cond_or_uncond, batch: int, ids, frames: int) -> tuple:
         call = self._call
         if ids is not None and ids is call.ids_obj:   # every layer of one call gets the same ids object
             groups = call.ids_groups
@@ -99,12 +150,13 @@ class FrameRun:
                 groups = tuple(out)
                 self._group_cache[key] = groups
             if ids is not None and self._group_of:
-                groups = tuple(self._group_of.get(i, g) for i, g in zip(ids, groups))
+                groups = tuple(_group_key(int(flag), self._group_of.get(i), g)
+                               for flag, i, g in zip(key, ids, groups))
                 call.ids_obj, call.ids_groups = ids, groups
-        if batch != len(groups) * self.plan.frames:
+        if batch != len(groups) * frames:
             raise CrossFrameError(
                 f"{self.plan.who}: a model call holds {batch} images for {len(groups)} conditioning "
-                f"group(s), but this run samples {self.plan.frames} frame(s). The patched model must be "
+                f"group(s), but this run samples {frames} frame(s) at once. The patched model must be "
                 "sampled on the latent batch it was planned for; don't share it with a sampler that changes "
                 "the batch.")
         return groups
@@ -135,12 +187,13 @@ class FrameRun:
                 "the same width and height.")
         return rows
 
-    def _occurrence(self, layer, groups, sigma: float) -> list[int]:
-        """How many times each group was already evaluated at this sigma in this run (heun, PAG, SAG)."""
+    def _occurrence(self, layer, groups, sigma: float, start: int) -> list[int]:
+        """How many times each group was already evaluated at this sigma in this run (heun, PAG, SAG).
+        Counted per window (by its first frame): every window of one evaluation is that evaluation."""
         out = []
         with self._occurrence_lock:
             for group in groups:
-                key = (layer, group, sigma)
+                key = (layer, group, sigma, start)
                 n = self._occurrences.get(key, 0)
                 self._occurrences[key] = n + 1
                 out.append(n)
@@ -151,27 +204,96 @@ class FrameRun:
             for group, occurrence, tokens in zip(groups, occurrences, frames):
                 bank.record(layer, group, sigma, tokens, occurrence)
 
-    def kv(self, layer, x: torch.Tensor, cond_or_uncond, sigma, ids=None) -> torch.Tensor | None:
-        """Key/value source for self-attention input `x` ([groups * frames, T, C]) of `layer`, or None to
-        leave the layer's ordinary self-attention alone. `ids`: the call's conditioning ids (see group_of)."""
+    def _carried(self, layer, groups, frame: int, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        rows = []
+        for group in groups:
+            row = self.carry.get(layer, group, frame) if self._in_evaluation else None
+            if row is None:
+                raise CrossFrameError(
+                    f"{self.plan.who}: a context window of clip frames {start}..{stop - 1} needs frame {frame}'s "
+                    "attention from the same model evaluation, but no earlier window of this evaluation held "
+                    "it. Cross-frame attention needs windows evaluated in clip order (each window's previous "
+                    "frame and the first frame before it): use the 'batched' or 'standard_static' context "
+                    "schedule, or Batch Video Sampler's frames_per_batch.")
+            rows.append(row.to(x.device))
+        return rows[0].unsqueeze(0) if len(rows) == 1 else torch.stack(rows)
+
+    def _first_anchor(self, layer, groups, occurrences, s: float, x, xs, start: int, stop: int):
+        """[groups, T, C] of the clip's anchor frame (a recorded reference, or clip frame 0)."""
         plan = self.plan
-        groups = self._groups(cond_or_uncond, x.shape[0], ids)
+        if plan.first is not None:
+            return self._fetch(plan.first, layer, groups, occurrences, s, x)
+        if start == 0:
+            return xs[:, 0]
+        return self._carried(layer, groups, 0, x, start, stop)
+
+    def kv(self, layer, x: torch.Tensor, cond_or_uncond, sigma, ids=None, frames=None) -> torch.Tensor | None:
+        """Key/value source for self-attention input `x` ([groups * F, T, C]) of `layer`, or None to
+        leave the layer's ordinary self-attention alone. `ids`: the call's conditioning ids (see group_of).
+        `frames`: the clip frames (consecutive) this call holds when a model evaluation is split into
+        windows; None = the whole clip. Window frames attend to frames held by earlier windows of the same
+        evaluation through the carry (see windows.py)."""
+        plan, opts = self.plan, self.options
+        start, stop = (0, plan.frames) if frames is None else self._span(frames)
+        groups = self._groups(cond_or_uncond, x.shape[0], ids, stop - start)
         s = self._sigma_value(sigma) if self._needs_sigma else 0.0
-        g, f = len(groups), plan.frames
+        g, f = len(groups), stop - start
         xs = x.reshape(g, f, *x.shape[1:])
-        occurrences = self._occurrence(layer, groups, s) if self._uses_banks else None
+        occurrences = self._occurrence(layer, groups, s, start) if self._uses_banks else None
         # Recorded at every step, active or not (a kept state must serve runs with other percents too),
         # and before anything is read: a run never reads the banks it writes.
-        self._record(plan.store, layer, groups, occurrences, s, xs[:, 0])
-        self._record(plan.record_first, layer, groups, occurrences, s, xs[:, 0])
-        self._record(plan.record_last, layer, groups, occurrences, s, xs[:, f - 1])
+        if start == 0:
+            self._record(plan.store, layer, groups, occurrences, s, xs[:, 0])
+        if start <= plan.record_first_frame < stop:
+            self._record(plan.record_first, layer, groups, occurrences, s, xs[:, plan.record_first_frame - start])
+        if stop == plan.frames:
+            self._record(plan.record_last, layer, groups, occurrences, s, xs[:, f - 1])
         if plan.store is not None:
             return None
         if plan.active_sigmas is not None and not plan.active_sigmas[1] <= s <= plan.active_sigmas[0]:
             return None
-        first = xs[:, 0] if plan.first is None else self._fetch(plan.first, layer, groups, occurrences, s, x)
-        if plan.prev is not None and self.options.uses_previous:
+        every = opts.anchor_every
+        first = None
+        if opts.uses_first or start == 0:
+            if every and stop > every:   # keyframes: batch frames lo..hi-1 take keyframe k*every as anchor
+                first = []
+                for k in range(start // every, (stop - 1) // every + 1):
+                    key = k * every
+                    lo, hi = max(start, key), min(stop, key + every)
+                    if k == 0:
+                        anchor = self._first_anchor(layer, groups, occurrences, s, x, xs, start, stop)
+                    elif key >= start:
+                        anchor = xs[:, key - start]
+                    else:
+                        anchor = self._carried(layer, groups, key, x, start, stop)
+                    first.append((lo - start, hi - start, anchor))
+            else:
+                first = self._first_anchor(layer, groups, occurrences, s, x, xs, start, stop)
+        if start > 0 and opts.uses_previous:
+            prev0 = self._carried(layer, groups, start - 1, x, start, stop)
+        elif plan.prev is not None and opts.uses_previous:
             prev0 = self._fetch(plan.prev, layer, groups, occurrences, s, x)
         else:
-            prev0 = first
-        return assemble_kv(x, g, first, prev0, self.options.anchors, self.options.include_self)
+            prev0 = first if isinstance(first, torch.Tensor) else first[0][2]
+        kv = assemble_kv(x, g, first, prev0, opts.anchors, opts.include_self)
+        if frames is not None and stop < plan.frames:
+            self._carry_forward(layer, groups, xs, start, stop)
+        return kv
+
+    def _carry_forward(self, layer, groups, xs: torch.Tensor, start: int, stop: int) -> None:
+        """Keep what later windows of this evaluation read: the anchor frame, the latest keyframe, and the
+        previous frame(s). Copies of single frames (a view would keep the whole window's batch alive)."""
+        plan, opts = self.plan, self.options
+        every = opts.anchor_every
+        newest_key = keyframe_of(stop - 1, every)
+        for gi, group in enumerate(groups):
+            if opts.uses_first:
+                if start == 0 and plan.first is None:
+                    self.carry.put_anchor(layer, group, 0, xs[gi, 0].clone())
+                if every and newest_key > 0 and newest_key >= start:
+                    self.carry.put_key(layer, group, newest_key, xs[gi, newest_key - start].clone())
+            if opts.uses_previous:
+                if plan.keep_window:
+                    self.carry.put_recent(layer, group, start, xs[gi])
+                else:
+                    self.carry.put_recent(layer, group, stop - 1, xs[gi, -1:].clone())

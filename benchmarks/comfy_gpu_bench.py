@@ -7,9 +7,19 @@
   - frame-by-frame: Batch Video Sampler with frames_per_batch = 1, i.e. the method's original
     one-frame-at-a-time STORE/LOAD scheme, through the same banks.
 
+`--suite windows` instead runs every target of issue 8 (windows inside one sampler pass) in one process:
+  A. SD1.5 512², 64 frames: plain, Batch Video Sampler whole clip, windows of 16;
+  B. SD1.5 512², 16 frames: plain, whole clip, windows of 4, and core's Context Windows (Manual) of 4
+     (batched schedule) on the plain model, without our patch;
+  C. SD1.5 512², windows of 16 at 16, 64 and 192 frames: peak memory (192 vs 16) and seconds per frame;
+  D. SDXL 1024², 64 frames: plain and windows of 4 (peak memory against the 12 GiB target).
+On ComfyUI 0.3.64 core's context windows can only step an image batch of steps + 1 frames (its step lookup
+compares every image's sigma with the schedule), so group B runs 15 steps there (16 frames); ratios only.
+
 Random weights (std 1/sqrt(fan_in)) in the shape of a real checkpoint; nothing is downloaded. Every number of
 one invocation comes from the same process on the same GPU; ratios are against `plain` of that run.
 Usage: COMFYUI_PATH=... python benchmarks/comfy_gpu_bench.py --shape sd15 --frames 16 --steps 20
+       COMFYUI_PATH=... python benchmarks/comfy_gpu_bench.py --suite windows --json windows.json
 Needs ComfyUI's Python requirements on the GPU machine (an offline machine may lack torchsde, trampoline and
 av: bring their wheels). `--cpu --shape tiny` is a quick smoke run anywhere.
 """
@@ -108,6 +118,125 @@ def conditioning(shape: str):
     return one(), one()
 
 
+def measure(fn, repeats: int, cpu: bool) -> tuple[dict, torch.Tensor]:
+    """One warm-up, then `repeats` timed runs: best seconds and the peak GPU memory of the timed runs."""
+    fn()
+    if not cpu:
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        if not cpu:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if not cpu else float("nan")
+    return {"seconds": min(times), "all_seconds": [round(t, 3) for t in times], "peak_gib": peak}, \
+        out["samples"].float()
+
+
+def clip_latent(shape: str, frames: int) -> dict:
+    lat = SHAPES[shape]["px"] // 8
+    base = torch.randn(1, 4, lat, lat, generator=torch.Generator().manual_seed(2))
+    drift = torch.randn(1, 4, lat, lat, generator=torch.Generator().manual_seed(3))
+    return {"samples": torch.cat([base + 0.05 * k * drift for k in range(frames)])}
+
+
+def suite_windows(comfy_nodes, cpu: bool, repeats: int, cfg: float, steps: int) -> dict:
+    import gc
+    import inspect
+    import comfy.model_management
+    from comfy_extras.nodes_context_windows import ContextWindowsManualNode
+    device = torch.device("cpu" if cpu else "cuda")
+    dtype = torch.float32 if cpu else torch.float16
+    sampler = comfy_nodes.NODE_CLASS_MAPPINGS["CFA_BatchVideoSampler"]
+    # On the CPU (a smoke run) every group shrinks: tiny model, an eighth of the frames.
+    sd, xl, div = ("tiny", "tiny", 8) if cpu else ("sd15", "sdxl", 1)
+    frames = lambda n: max(2, n // div)
+    report = {"groups": {}}
+
+    def run_group(name, shape, n, schemes, group_steps, reps):
+        model = build_model(shape, device, dtype)
+        positive, negative = conditioning(shape)
+        latent = clip_latent(shape, n)
+
+        def plain(m=model):
+            return comfy_nodes.common_ksampler(m, 1, group_steps, cfg, "euler", "normal", positive, negative,
+                                               latent)[0]
+
+        def video(fpb):
+            return lambda: sampler.execute(model, positive, negative, latent, 1, group_steps, cfg, "euler",
+                                           "normal", 1.0, fpb, "first+previous", False, "output", 0.0, 1.0,
+                                           "auto", "auto", False).args[0]
+
+        def core_windows(length):
+            kw = dict(model=model, context_length=length, context_overlap=0, context_schedule="batched",
+                      context_stride=1, closed_loop=False, fuse_method="flat", dim=0)
+            params = inspect.signature(ContextWindowsManualNode.execute).parameters
+            if "freenoise" in params:
+                kw["freenoise"] = False
+            if "causal_window_fix" in params:
+                kw["causal_window_fix"] = False   # same windows as ours (no frame prepended)
+            m = ContextWindowsManualNode.execute(**kw).args[0]
+            return lambda: plain(m)
+
+        make = {"plain": lambda: plain, "whole": lambda: video(n)}
+        results, outputs = {}, {}
+        for scheme in schemes:
+            if scheme.startswith("windows_"):
+                fn = video(int(scheme.split("_")[1]))
+            elif scheme.startswith("core_windows_"):
+                fn = core_windows(int(scheme.split("_")[2]))
+            else:
+                fn = make[scheme]()
+            results[scheme], outputs[scheme] = measure(fn, reps, cpu)
+            r = results[scheme]
+            print(f"[{name}] {scheme:18s} {r['seconds']:8.3f} s  peak {r['peak_gib']:6.2f} GiB", flush=True)
+        base = results.get("plain")
+        scale = float(outputs["plain"].abs().max()) if "plain" in outputs else None
+        for scheme, r in results.items():
+            if base:
+                r["vs_plain"] = r["seconds"] / base["seconds"]
+                r["peak_vs_plain"] = r["peak_gib"] / base["peak_gib"] if not cpu else None
+            if "whole" in outputs and scheme.startswith("windows_"):
+                r["max_abs_diff_vs_whole"] = float((outputs[scheme] - outputs["whole"]).abs().max())
+        report["groups"][name] = {"shape": shape, "px": SHAPES[shape]["px"], "frames": n, "steps": group_steps,
+                                  "output_scale": scale, "results": results}
+        # Unload it: ComfyUI keeps loaded models, and the next group's peak must count only its own model.
+        del model, outputs
+        comfy.model_management.unload_all_models()
+        gc.collect()
+        comfy.model_management.soft_empty_cache()
+        return results
+
+    a = run_group("A_sd15_64", sd, frames(64), ["plain", "whole", "windows_16"], steps, repeats)
+    old_core = "causal_window_fix" not in inspect.signature(ContextWindowsManualNode.execute).parameters
+    n_b = frames(16)
+    b = run_group("B_sd15_16", sd, n_b, ["plain", "whole", "windows_4", "core_windows_4"],
+                  n_b - 1 if old_core else steps, repeats)
+    c16 = run_group("C_sd15_16_windows16", sd, frames(16), ["windows_16"], steps, 1)
+    c192 = run_group("C_sd15_192_windows16", sd, frames(192), ["windows_16"], steps, 1)
+    d = run_group("D_sdxl_64", xl, frames(64), ["plain", "windows_4"], steps, 1)
+    t16, t64, t192 = c16["windows_16"]["seconds"], a["windows_16"]["seconds"], c192["windows_16"]["seconds"]
+    report["targets"] = {
+        "A: windows of 16 / whole clip (<= 1.03)": a["windows_16"]["seconds"] / a["whole"]["seconds"],
+        "B: our windows of 4 / core windows of 4 without the patch (<= 1.15)":
+            b["windows_4"]["seconds"] / b["core_windows_4"]["seconds"],
+        "B: core windows of 4 / plain": b["core_windows_4"]["seconds"] / b["plain"]["seconds"],
+        "C: peak 192 frames / peak 16 frames, windows of 16 (<= 1.1)":
+            c192["windows_16"]["peak_gib"] / c16["windows_16"]["peak_gib"] if not cpu else None,
+        "C: seconds per frame at 16 / 64 / 192 frames": [t16 / frames(16), t64 / frames(64), t192 / frames(192)],
+        "C: slope seconds per frame (16 -> 192)": (t192 - t16) / (frames(192) - frames(16)),
+        "D: SDXL 64 frames windows of 4 peak GiB (<= 12)": d["windows_4"]["peak_gib"],
+        "D: SDXL windows of 4 / plain (time)": d["windows_4"]["seconds"] / d["plain"]["seconds"],
+    }
+    for k, v in report["targets"].items():
+        print(f"{k}: {v}")
+    return report
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shape", default="sd15", choices=sorted(SHAPES))
@@ -119,9 +248,21 @@ def main():
     ap.add_argument("--repeats", type=int, default=2, help="timed runs per scheme (after one warm-up)")
     ap.add_argument("--cpu", action="store_true")
     ap.add_argument("--json", default="")
+    ap.add_argument("--suite", default="", choices=["", "windows"],
+                    help="windows: every target run of issue 8 in one process (see the module docstring)")
     a = ap.parse_args()
     cpu = a.cpu or not torch.cuda.is_available()
     comfy_nodes = setup_comfy(cpu)
+    if a.suite == "windows":
+        t0 = time.perf_counter()
+        report = suite_windows(comfy_nodes, cpu, a.repeats, a.cfg, a.steps)
+        report.update({"device": torch.cuda.get_device_name() if not cpu else "cpu", "torch": torch.__version__,
+                       "dtype": "float32" if cpu else "float16", "sampler": "euler", "cfg": a.cfg,
+                       "wall_seconds": time.perf_counter() - t0})
+        print(json.dumps(report, indent=1))
+        if a.json:
+            Path(a.json).write_text(json.dumps(report, indent=1))
+        return
     import comfy.sample
     device = torch.device("cpu" if cpu else "cuda")
     dtype = torch.float32 if cpu else torch.float16

@@ -1,7 +1,8 @@
-"""Batch Video Sampler: a whole clip sampled with cross-frame attention, in one batch or in chunks."""
+"""Batch Video Sampler: a whole clip sampled with cross-frame attention in one sampler pass, each model
+evaluation in windows of frames when the clip does not fit at once."""
 from __future__ import annotations
 
-import torch
+import logging
 
 import comfy.model_management
 import comfy.sample
@@ -10,12 +11,14 @@ import comfy.utils
 import latent_preview
 from comfy_api.latest import io
 
-from ..attention import ClipPlanner, CrossFrameError, CrossFrameOptions, model_reference
-from .chunk_conditioning import conditioning_for_chunk
+from ..attention import AttentionBank, CrossFrameError, CrossFrameOptions, CrossFrameState, RunPlan
+from ..attention import model_reference
+from ..attention.windows import keyframe_of
 from .comfy_patch import active_sigmas, patch_model, resolve_blocks
 from .cross_frame_patch import latent_resolution
 from .schema import (CATEGORY, CrossFrameStateType, anchors_input, bank_device_input, bank_dtype_input,
                      blocks_input, include_self_input, percent_inputs)
+from .window_controls import check_conditioning_hints
 
 NAME = "Batch Video Sampler"
 
@@ -43,17 +46,20 @@ class BatchVideoSampler(io.ComfyNode):
                 io.Float.Input("cfg", default=7.0, min=0.0, max=100.0, step=0.1, round=0.01,
                                tooltip="Classifier-free guidance scale."),
                 io.Combo.Input("sampler_name", options=comfy.samplers.KSampler.SAMPLERS, default="euler",
-                               tooltip="Sampling algorithm. Ancestral and SDE samplers add fresh noise per "
-                                       "call, so chunked results differ slightly from one batch."),
+                               tooltip="Sampling algorithm. Any sampler gives the same clip whatever the "
+                                       "window size (one sampler pass draws the whole clip's noise)."),
                 io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, default="normal",
                                tooltip="Noise schedule."),
                 io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01,
                                tooltip="How much of each frame is re-generated: about 0.5-0.7 edits a video "
                                        "while keeping its motion; 1.0 ignores the input frames."),
                 io.Int.Input("frames_per_batch", default=0, min=0, max=4096,
-                             tooltip="Frames sampled at once. 0 = the whole clip in one batch (fastest). "
-                                     "Lower it when the clip does not fit in memory: chunks run in order "
-                                     "and carry the previous frame across, with the same result."),
+                             tooltip="Frames the model evaluates at once. 0 = auto: the whole clip when it "
+                                     "fits in the memory ComfyUI reports free, else the largest window that "
+                                     "does (the log says which). The clip is still sampled in one pass and the "
+                                     "result does not depend on this: windows run in clip order inside each "
+                                     "step and pass the previous frame on. With a model that has context "
+                                     "windows (Context Windows (Manual)), leave it at 0 to use those."),
                 anchors_input(),
                 include_self_input(),
                 blocks_input(),
@@ -61,9 +67,17 @@ class BatchVideoSampler(io.ComfyNode):
                 bank_device_input(),
                 bank_dtype_input(),
                 io.Boolean.Input("output_state", default=False,
-                                 tooltip="Keep the clip's first and last frame attention as the state output, "
-                                         "so a following Batch Video Sampler continues this clip seamlessly. "
-                                         "Costs memory (two frames per block per step)."),
+                                 tooltip="Keep the clip's anchor (first frame, or latest keyframe) and last "
+                                         "frame attention at every step as the state output, so a following "
+                                         "Batch Video Sampler continues this clip seamlessly. Costs memory "
+                                         "(two frames per block per step; see bank_device)."),
+                io.Int.Input("anchor_every", default=0, min=0, max=4096,
+                             tooltip="Keyframe anchors for long clips. 0 = every frame attends to the first "
+                                     "frame (or the reference) and the previous frame. N > 0: frames attend "
+                                     "to the latest keyframe (frame 0, N, 2N, ...) and the previous frame, so "
+                                     "the look can follow scene changes instead of staying pinned to frame 0; "
+                                     "each keyframe continues from the frame before it. Try one keyframe per "
+                                     "shot or every 16-48 frames."),
                 CrossFrameStateType.Input("state", optional=True,
                                           tooltip="Optional anchor: a reference from Store Reference "
                                                   "Attention, or the state output of an earlier Batch Video "
@@ -84,10 +98,16 @@ class BatchVideoSampler(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, negative, latent_image, seed, steps, cfg, sampler_name, scheduler,
                 denoise, frames_per_batch, anchors, include_self, blocks, start_percent, end_percent,
-                bank_device, bank_dtype, output_state, state=None, reference_latent=None) -> io.NodeOutput:
-        options = CrossFrameOptions(blocks=resolve_blocks(model, blocks), anchors=anchors, include_self=include_self,
+                bank_device, bank_dtype, output_state, anchor_every=0, state=None,
+                reference_latent=None) -> io.NodeOutput:
+        options = CrossFrameOptions(blocks=resolve_blocks(model, blocks), anchors=anchors,
+                                    include_self=include_self,
                                     start_percent=start_percent, end_percent=end_percent,
-                                    bank_device=bank_device, bank_dtype=bank_dtype, who=NAME)
+                                    bank_device=bank_device, bank_dtype=bank_dtype, anchor_every=anchor_every,
+                                    who=NAME)
+        if frames_per_batch < 0:
+            raise CrossFrameError(f"{NAME}: frames_per_batch is {frames_per_batch}; use 0 (auto: the whole clip "
+                                  "when it fits in memory) or a positive number of frames per window.")
         latent_resolution(latent_image, NAME, "latent_image")
         latent = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])
         n_frames = latent.shape[0]
@@ -102,41 +122,75 @@ class BatchVideoSampler(io.ComfyNode):
                 state = state.for_reference(reference_latent["samples"], NAME)
                 state.check_usable(NAME, latent_shape=shape)
             state.check_usable(NAME, model=model.model, latent_shape=latent.shape[1:], blocks=options.blocks)
-        planner = ClipPlanner(options, n_frames, frames_per_batch, NAME, reference=state,
-                              keep_state=output_state, latent_shape=tuple(latent.shape[1:]),
-                              model_ref=model_reference(model.model))
-        # Noise for the whole clip at once, then sliced: frame k's noise never depends on chunking.
+        check_conditioning_hints(positive, n_frames, NAME)
+        check_conditioning_hints(negative, n_frames, NAME)
+        kept = _KeptState(options, n_frames, state, output_state, tuple(latent.shape[1:]),
+                          model_reference(model.model))
+        sigma_bounds = active_sigmas(model, options)
+
+        def plan_for_run(guider, lat, sigmas):
+            return kept.plan(sigma_bounds)
+
+        def run_finished(run):
+            if run.carry.peak_bytes:
+                logging.info("%s: carried %.1f MB between windows within a model evaluation (nothing kept "
+                             "across steps).", NAME, run.carry.peak_bytes / 2**20)
+
+        patched = patch_model(model, options.blocks, NAME, plan_for_run, window_size=frames_per_batch,
+                              run_finished=run_finished)
+        # One sampler pass over the whole clip: KSampler's noise for the same seed and batch, and ancestral
+        # or SDE noise drawn once for every frame, so windows never change the result.
         noise = comfy.sample.prepare_noise(latent, seed, latent_image.get("batch_index"))
         mask = latent_image.get("noise_mask")
         if mask is not None:
-            # One mask per frame before slicing (core would otherwise repeat a short mask batch per chunk).
+            # One mask per frame (core would otherwise repeat a short mask batch per window).
             mask = comfy.utils.repeat_to_batch_size(mask.reshape((-1, 1) + tuple(mask.shape[-2:])), n_frames)
-        sigma_bounds = active_sigmas(model, options)
-        chunks = planner.chunks
-        pbar = comfy.utils.ProgressBar(steps * len(chunks))
-        previewer = latent_preview.get_previewer(model.load_device, model.model.latent_format)
-        results = []
-        for index, (start, end) in enumerate(chunks):
-            comfy.model_management.throw_exception_if_processing_interrupted()
-            plan = planner.plan(index, sigma_bounds)
-            patched = patch_model(model, options.blocks, NAME, lambda guider, lat, sig, plan=plan: plan)
-            memo = {}  # one memo for both: positive and negative may share ControlNet chains
-            pos = conditioning_for_chunk(positive, start, end, n_frames, NAME, memo)
-            neg = conditioning_for_chunk(negative, start, end, n_frames, NAME, memo)
-            chunk_mask = None if mask is None else mask[start:end]
-            samples = comfy.sample.sample(
-                patched, noise[start:end], steps, cfg, sampler_name, scheduler, pos, neg,
-                latent[start:end], denoise=denoise, noise_mask=chunk_mask,
-                callback=_progress(pbar, previewer, index, len(chunks)),
-                disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
-            results.append(samples)
+        callback = latent_preview.prepare_callback(patched, steps)
+        samples = comfy.sample.sample(
+            patched, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent, denoise=denoise,
+            noise_mask=mask, callback=callback, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
         out = latent_image.copy()
-        out["samples"] = results[0] if len(results) == 1 else torch.cat(results)
-        return io.NodeOutput(out, planner.result_state())
+        out["samples"] = samples
+        return io.NodeOutput(out, kept.result_state())
 
 
-def _progress(pbar, previewer, chunk_index: int, n_chunks: int):
-    def callback(step, x0, x, total_steps):
-        preview = previewer.decode_latent_to_preview_image("JPEG", x0) if previewer else None
-        pbar.update_absolute(chunk_index * total_steps + step + 1, total_steps * n_chunks, preview)
-    return callback
+class _KeptState:
+    """What a sampling run anchors on (a reference or a continued clip's state) and, with output_state, the
+    anchor and last frame it records at every step for a continuation (these span sampling runs, so they
+    are kept per step; windows within one step need no such recording)."""
+
+    def __init__(self, options: CrossFrameOptions, n_frames: int, state: CrossFrameState | None,
+                 keep: bool, latent_shape: tuple, model_ref):
+        self.options, self.n_frames, self.state, self.keep = options, n_frames, state, keep
+        self.latent_shape, self.model_ref = latent_shape, model_ref
+        # A continuation anchors on the clip's latest keyframe (frame 0, or the reference, without them).
+        self.anchor_frame = keyframe_of(n_frames - 1, options.anchor_every)
+        self._plan: RunPlan | None = None
+
+    def _bank(self, label: str) -> AttentionBank:
+        opts = self.options
+        bank = AttentionBank(label, device=opts.bank_torch_device(), dtype=opts.bank_torch_dtype())
+        bank.latent_shape, bank.model_ref = self.latent_shape, self.model_ref
+        return bank
+
+    def plan(self, sigma_bounds) -> RunPlan:
+        first = self.state.first if self.state is not None else None
+        prev = self.state.last if self.state is not None else None
+        record_first = None
+        if self.keep and (first is None or self.anchor_frame > 0):
+            record_first = self._bank(f"frame {self.anchor_frame} of the clip ({NAME})")
+        record_last = self._bank(f"frame {self.n_frames - 1} of the clip ({NAME})") if self.keep else None
+        self._plan = RunPlan(frames=self.n_frames, options=self.options, first=first, prev=prev,
+                             record_first=record_first, record_last=record_last, active_sigmas=sigma_bounds,
+                             who=NAME, record_first_frame=self.anchor_frame)
+        return self._plan
+
+    def result_state(self) -> CrossFrameState:
+        if not self.keep:
+            return CrossFrameState(self.options.blocks, NAME,
+                                   empty_hint="Turn on output_state there to keep the clip's anchors.")
+        plan = self._plan
+        result = CrossFrameState(self.options.blocks, NAME)
+        result.first = plan.record_first if plan.record_first is not None else plan.first
+        result.last, result.runs = plan.record_last, 1
+        return result

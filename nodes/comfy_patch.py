@@ -4,7 +4,8 @@ The patch (ModelPatcher.set_model_attn1_patch) comes from the model's family ada
 family_flux.py, family_qwen.py, dispatched by model class below); it rewrites the self-attention K/V of the
 chosen blocks and leaves the query alone, so it chains with other packs' attn1 patches and with any attn1
 replace (PAG, SAG), and uses whatever attention backend the user picked. The wrapper around each sampling run
-tells the patch what that run is (STORE a reference, or sample frames against an anchor).
+tells the patch what that run is (STORE a reference, or sample frames against an anchor) and sets the run's
+context-window handler (windows.py): the pack's own windows, or the user's bracketed.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from .family import CrossFramePatch, Family
 from .family_flux import FluxFamily
 from .family_qwen import QwenImageFamily
 from .family_unet import Attn1Patch, UNetFamily, self_attention_count  # noqa: F401 (re-exported)
+from .windows import install_windows, prepare_sampling_wrapper
 
 WRAPPER_KEY = "cross_frame_attention"
 
@@ -73,11 +75,17 @@ def existing_patch(model) -> "CrossFramePatch | None":
 
 
 def patch_model(model, blocks: frozenset, who: str, plan_for_run: PlanFactory,
-                run_succeeded: Callable[[RunPlan, torch.Tensor], None] | None = None):
+                run_succeeded: Callable[[RunPlan, torch.Tensor], None] | None = None,
+                window_size: int | None = None, run_finished: Callable[[FrameRun], None] | None = None):
     """A clone of `model` (never `model` itself) whose chosen self-attention layers follow the plan that
     `plan_for_run(guider, latent_image, sigmas)` returns at the start of each sampling run;
     `run_succeeded(plan, samples)` is called with the run's output latent when a run completes (not when it
-    fails or is interrupted)."""
+    fails or is interrupted); `run_finished(run)` after every run.
+
+    window_size: None = one batch, unless the user gave the model context windows; otherwise each model
+    evaluation is split into windows of that many frames (0 = sized from free memory when sampling starts).
+    Under any windows, frame i attends to frames 0 and i-1 as evaluated earlier in the same model evaluation
+    (see attention/windows.py)."""
     earlier = existing_patch(model)
     if earlier is not None:
         raise CrossFrameError(
@@ -96,17 +104,27 @@ def patch_model(model, blocks: frozenset, who: str, plan_for_run: PlanFactory,
             raise CrossFrameError(f"{who}: the model sampled is a {family_of(sampled).name} model, but the "
                                   "patch was made for another family. Patch the model that is sampled.")
         plan = plan_for_run(guider, latent_image, sigmas)
-        patch.run = FrameRun(plan, conditioning_groups(guider))
+        # Set in the run's own copy of the model options (the guider restores the originals afterwards).
+        handler = install_windows(guider.model_options, patch, window_size, who)
+        if handler is not None and not handler.is_ours:
+            plan.keep_window = True   # a user's windows may overlap or prepend the frame before them
+        run = FrameRun(plan, conditioning_groups(guider))
+        patch.run = run
         try:
             out = executor(noise, latent_image, sampler, sigmas, *args, **kwargs)
         finally:
             patch.run = None  # banks stay with their owners; the run's caches go
+            if handler is not None:
+                handler.cleanup()
+            if run_finished is not None:
+                run_finished(run)
         if run_succeeded is not None:
             run_succeeded(plan, out)
         return out
 
     patched.set_model_attn1_patch(patch)
     patched.add_wrapper_with_key(WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, outer_sample)
+    patched.add_wrapper_with_key(WrappersMP.PREPARE_SAMPLING, WRAPPER_KEY, prepare_sampling_wrapper)
     return patched
 
 

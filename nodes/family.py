@@ -8,9 +8,12 @@ after attention), so a patch is only ever registered on the family it was writte
 """
 from __future__ import annotations
 
+import threading
+
 from ..attention import FrameRun
 from ..attention.errors import CrossFrameError
 from ..attention.options import block_selector
+from .windows import window_frames
 
 # Where the DiT pre-attention hook is first known to exist (0.3.64, the previous tested release, lacks it).
 DIT_HOOK_SINCE = "0.30.0"
@@ -38,6 +41,7 @@ class CrossFramePatch:
         self.who = who
         self.selects = block_selector(self.blocks)
         self.run: FrameRun | None = None
+        self._window = _WindowCache()
 
     def __deepcopy__(self, memo):
         return self
@@ -49,6 +53,27 @@ class CrossFramePatch:
                 f"{self.who}: the patched model was evaluated outside a sampling run (no sampler wrapper "
                 "ran). Sample it with KSampler, KSamplerAdvanced, SamplerCustom or Batch Video Sampler.")
         return run
+
+    def window_frames(self, extra_options) -> tuple[int, ...] | None:
+        """The clip frames this model call holds when the evaluation is split into context windows (core's
+        or the pack's, both set `transformer_options["context_window"]`); None = the whole clip."""
+        return self._window.frames(extra_options.get("context_window"))
+
+
+class _WindowCache(threading.local):
+    """The clip frames of the window a model call holds, worked out once per window object (every layer of
+    the call gets the same one; per thread, as MultiGPU runs calls in parallel)."""
+
+    def __init__(self):
+        self.window = None
+        self.value = None
+
+    def frames(self, window):
+        if window is None:
+            return None
+        if window is not self.window:
+            self.window, self.value = window, window_frames(window)
+        return self.value
 
 
 class Family:

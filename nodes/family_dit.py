@@ -86,7 +86,7 @@ class DiTAttn1Patch(CrossFramePatch):
         x[:, :, 0] = k[:, :, txt:].transpose(1, 2)
         x[:, :, 1] = v[:, :, txt:].transpose(1, 2)
         kv = run.kv((block_type, index), x.view(b, img, 2 * heads * dim), eo["cond_or_uncond"], eo["sigmas"],
-                    eo.get("uuids"))
+                    eo.get("uuids"), self.window_frames(eo))
         del x
         if kv is None:
             return {}

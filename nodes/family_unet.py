@@ -46,7 +46,7 @@ class Attn1Patch(CrossFramePatch):
         # Another patch earlier in the chain may have changed the K/V source; build on what it set.
         source = n if context is None else context
         kv = run.kv(layer, source, extra_options["cond_or_uncond"], extra_options["sigmas"],
-                    extra_options.get("uuids"))
+                    extra_options.get("uuids"), self.window_frames(extra_options))
         if kv is None:
             return n, context, value
         if value is not None and value is not context:

@@ -6,7 +6,7 @@ import torch
 DEFAULTS = dict(seed=1, steps=4, cfg=5.0, sampler_name="euler", scheduler="normal", denoise=1.0,
                 frames_per_batch=0, anchors="first+previous", include_self=False, blocks="output",
                 start_percent=0.0, end_percent=1.0, bank_device="auto", bank_dtype="auto",
-                output_state=False)
+                output_state=False, anchor_every=0)
 
 
 def video_sampler(comfy, model, conds, latent, state=None, reference_latent=None, **kw):
@@ -15,7 +15,8 @@ def video_sampler(comfy, model, conds, latent, state=None, reference_latent=None
     out = comfy.Sampler.execute(model, pos, neg, latent, o["seed"], o["steps"], o["cfg"], o["sampler_name"],
                                 o["scheduler"], o["denoise"], o["frames_per_batch"], o["anchors"],
                                 o["include_self"], o["blocks"], o["start_percent"], o["end_percent"],
-                                o["bank_device"], o["bank_dtype"], o["output_state"], state=state,
+                                o["bank_device"], o["bank_dtype"], o["output_state"],
+                                anchor_every=o["anchor_every"], state=state,
                                 reference_latent=reference_latent)
     return out.args[0], out.args[1]
 

@@ -40,14 +40,17 @@ def evaluate(x, weights, cond_or_uncond, kv_source, sigma, split_calls=False):
     return cond if not uncond else uncond[0] + 2.0 * (cond - uncond[0])
 
 
-def denoise(x, weights, cond_or_uncond, kv_source, sigmas=SIGMAS, split_calls=False, heun=False):
+def denoise(x, weights, cond_or_uncond, kv_source, sigmas=SIGMAS, split_calls=False, heun=False,
+            evaluator=None):
     """x: [frames, T, C]. kv_source(layer, h, layout, sigma, ids) -> K/V input or None.
-    heun: a second evaluation per step at the next sigma (so that sigma is evaluated twice, like heun)."""
+    heun: a second evaluation per step at the next sigma (so that sigma is evaluated twice, like heun).
+    evaluator: replaces `evaluate` (same arguments), e.g. to split each evaluation into windows."""
+    evaluate_ = evaluator or evaluate
     for i, sigma in enumerate(sigmas):
-        d = torch.tanh(evaluate(x, weights, cond_or_uncond, kv_source, sigma, split_calls))
+        d = torch.tanh(evaluate_(x, weights, cond_or_uncond, kv_source, sigma, split_calls))
         if heun and i + 1 < len(sigmas):
             x_pred = x - 0.1 * sigma * d
-            d2 = torch.tanh(evaluate(x_pred, weights, cond_or_uncond, kv_source, sigmas[i + 1], split_calls))
+            d2 = torch.tanh(evaluate_(x_pred, weights, cond_or_uncond, kv_source, sigmas[i + 1], split_calls))
             d = 0.5 * (d + d2)
         x = x - 0.1 * sigma * d
     return x
@@ -72,21 +75,45 @@ def _keyed_source(store, read, skip):
     return kv_source
 
 
-def frame_by_frame(x, weights, cond_or_uncond, reference=None, **kw):
+def frame_by_frame(x, weights, cond_or_uncond, reference=None, anchor_every=0, **kw):
     """The method as first written, one frame at a time: frame 0 (or a reference) records its attention
     inputs per (layer, step, conditioning, evaluation); every later frame attends to [first; previous]
-    under the same key."""
+    under the same key. With anchor_every = N, frame k*N (k >= 1) is a keyframe: it attends to
+    [itself; previous] and the frames after it to [it; previous]."""
     first, prev = ({}, {}) if reference is None else (reference, reference)
     outs = []
     for i in range(x.shape[0]):
         current = {}
         skip = i == 0 and reference is None
-        outs.append(denoise(x[i:i + 1], weights, cond_or_uncond, _keyed_source(current, (first, prev), skip),
-                            **kw))
-        if i == 0 and reference is None:
+        keyframe = anchor_every and i > 0 and i % anchor_every == 0
+        read = (current, prev) if keyframe else (first, prev)   # a keyframe's own inputs are stored first
+        outs.append(denoise(x[i:i + 1], weights, cond_or_uncond, _keyed_source(current, read, skip), **kw))
+        if (i == 0 and reference is None) or keyframe:
             first = current
         prev = current
     return torch.cat(outs)
+
+
+def windowed(run, size):
+    """A kv_source factory splitting every model evaluation into windows of `size` frames, in clip order,
+    as ComfyUI's context-window handler does: each window runs every layer before the next window starts."""
+    def denoise_windowed(x, weights, cond_or_uncond, **kw):
+        frames = x.shape[0]
+        bounds = [(s, min(s + size, frames)) for s in range(0, frames, size)]
+
+        def one_evaluation(xe, w, layout, kv_source, sigma, split_calls=False):
+            run.begin_evaluation()
+            try:
+                parts = []
+                for s, e in bounds:
+                    window = tuple(range(s, e))
+                    source = lambda layer, h, lay, sig, ids, window=window: run.kv(layer, h, lay, sig, ids, window)
+                    parts.append(evaluate(xe[s:e], w, layout, source, sigma, split_calls))
+                return torch.cat(parts)
+            finally:
+                run.end_evaluation()
+        return denoise(x, weights, cond_or_uncond, None, evaluator=one_evaluation, **kw)
+    return denoise_windowed
 
 
 def record_reference(x0, weights, cond_or_uncond, **kw):
