@@ -1,6 +1,7 @@
 """Cross-frame attention on DiTs through the same three nodes: tiny random Flux.1, Flux.2 and Qwen-Image built
 in-process, euler, fp32, CPU. Invariants: (1) frame 0 of a clip equals plain sampling; (2) identical frames
-equal plain sampling; (3) Store -> Patch and chunked sampling equal the whole clip; (4) cfg 1 (cond only)
+equal plain sampling; (3) Store -> Patch and windows of any size equal the whole clip, for
+ancestral samplers too; (4) cfg 1 (cond only)
 works. Plus composition with another attn1_patch entry and the errors of unsupported setups.
 
 Needs a ComfyUI whose DiT blocks call the pre-attention hook (0.30.0); elsewhere these tests are skipped with
@@ -76,9 +77,18 @@ def test_identical_frames_equal_plain_sampling(comfy, dit):
 
 
 @pytest.mark.parametrize("frames_per_batch", [1, 3])
-def test_chunked_equals_whole_clip(comfy, dit, frames_per_batch):
-    chunked, _ = vs(comfy, dit, frames_per_batch=frames_per_batch)
-    assert rel_diff(chunked, dit["whole"]) <= TOL
+def test_windows_equal_whole_clip(comfy, dit, frames_per_batch):
+    windowed, _ = vs(comfy, dit, frames_per_batch=frames_per_batch)
+    assert rel_diff(windowed, dit["whole"]) <= TOL
+
+
+def test_windows_equal_whole_clip_with_an_ancestral_sampler(comfy, dit):
+    """One sampler pass draws the whole clip's noise, so the DiT adapter must also read the window: frames of
+    window 2 attend to frame 0 and frame 1 of the same evaluation."""
+    whole, _ = vs(comfy, dit, sampler_name="euler_ancestral")
+    windowed, _ = vs(comfy, dit, sampler_name="euler_ancestral", frames_per_batch=1)
+    assert rel_diff(windowed, whole) <= TOL
+    assert rel_diff(whole, dit["whole"]) > 1e-3     # the sampler did change something
 
 
 def test_store_then_patch_equals_whole_clip(comfy, dit):
@@ -104,22 +114,22 @@ def test_default_blocks_per_family(comfy, dit):
 
 @pytest.mark.parametrize("kw", [dict(blocks="double+single"), dict(blocks="double"),
                                 dict(anchors="first"), dict(include_self=True)])
-def test_options_keep_chunking_exact(comfy, dit, kw):
+def test_options_keep_windows_exact(comfy, dit, kw):
     if dit["family"] == "qwen" and "single" in kw.get("blocks", ""):
         kw = dict(blocks="double")
     one, _ = vs(comfy, dit, **kw)
-    chunked, _ = vs(comfy, dit, frames_per_batch=2, **kw)
-    assert rel_diff(chunked, one) <= TOL
+    windowed, _ = vs(comfy, dit, frames_per_batch=2, **kw)
+    assert rel_diff(windowed, one) <= TOL
     assert rel_diff(one, dit["whole"]) > 1e-3
 
 
 def test_cfg_one_guidance_distilled(comfy, dit):
     """cfg 1: only the positive conditioning is evaluated (Flux.1-dev / schnell use it this way)."""
     cross, _ = vs(comfy, dit, cfg=1.0)
-    chunked, _ = vs(comfy, dit, cfg=1.0, frames_per_batch=2)
+    windowed, _ = vs(comfy, dit, cfg=1.0, frames_per_batch=2)
     plain = ks(comfy, dit, dit["latent"], cfg=1.0)
     frame0 = ks(comfy, dit, latent_from_batch(comfy, dit["latent"], 0, 1), cfg=1.0)
-    assert rel_diff(chunked, cross) <= TOL
+    assert rel_diff(windowed, cross) <= TOL
     assert rel_diff(cross["samples"][:1], frame0) <= TOL
     assert rel_diff(cross["samples"][1:], plain["samples"][1:]) > 1e-2
 
