@@ -4,8 +4,9 @@
   - floor_cat: the chosen blocks attend over [txt; img; txt; img] (keys doubled with no gathering, pe doubled):
     the method's own floor at this patch point;
   - batch: Batch Video Sampler, whole clip in one batch (the fast path);
-  - chunked: Batch Video Sampler with frames_per_batch = --chunk (banks on the GPU);
-  - frame_by_frame: Batch Video Sampler with frames_per_batch = 1 (the original one-frame-at-a-time scheme).
+  - chunked: Batch Video Sampler with frames_per_batch = --chunk (windows of that many frames in one pass);
+  - frame_by_frame: Batch Video Sampler with frames_per_batch = 1: one frame per model call, in clip order
+    inside each step (windows of one frame; nothing stored across steps).
 
 Random weights (std 1/sqrt(fan_in), drawn on the GPU) in the shape of the real checkpoint; nothing is
 downloaded. Every number of one invocation comes from the same process on the same GPU; ratios are against
