@@ -71,13 +71,14 @@ class BatchVideoSampler(io.ComfyNode):
                                          "frame attention at every step as the state output, so a following "
                                          "Batch Video Sampler continues this clip seamlessly. Costs memory "
                                          "(two frames per block per step; see bank_device)."),
-                io.Int.Input("anchor_every", default=0, min=0, max=4096,
+                io.Int.Input("anchor_every", default=0, min=0, max=4096, optional=True,
                              tooltip="Keyframe anchors for long clips. 0 = every frame attends to the first "
                                      "frame (or the reference) and the previous frame. N > 0: frames attend "
                                      "to the latest keyframe (frame 0, N, 2N, ...) and the previous frame, so "
                                      "the look can follow scene changes instead of staying pinned to frame 0; "
                                      "each keyframe continues from the frame before it. Try one keyframe per "
-                                     "shot or every 16-48 frames."),
+                                     "shot or every 16-48 frames. Optional, so API prompts written before it "
+                                     "existed still run."),
                 CrossFrameStateType.Input("state", optional=True,
                                           tooltip="Optional anchor: a reference from Store Reference "
                                                   "Attention, or the state output of an earlier Batch Video "

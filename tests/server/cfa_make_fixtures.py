@@ -9,6 +9,9 @@ It writes, under --base (a ComfyUI ``--base-directory``):
 
     models/checkpoints/cfa_random_sd15.safetensors       shallow SD1.5-shaped U-Net + CLIP-L + SD VAE
     models/controlnet/cfa_random_sd15_controlnet.safetensors   matching SD1.5-shaped ControlNet
+    models/diffusion_models/cfa_random_flux1.safetensors   tiny Flux.1-dev-shaped DiT (hidden 128, 1 + 1 blocks)
+    models/vae/cfa_random_flux_vae.safetensors          16-channel VAE in the layout of Flux's ae.safetensors
+    models/text_encoders/cfa_random_clip_l.safetensors  the checkpoint's CLIP-L as a text-encoder file
     input/cfa_clip.mp4                                  short synthetic clip (moving shapes)
     input/cfa_reference.png                             a still image for the reference workflow
 
@@ -18,6 +21,11 @@ seeded, and must never be committed (the repo's .gitignore excludes *.safetensor
 The U-Net is "shallow": one resolution level (channel_mult [1], one res block, one transformer per
 block) but model_channels 320 and context_dim 768, so ComfyUI's checkpoint detection picks SD1.5.
 The CLIP-L and the VAE have their real SD1.5 shapes (ComfyUI builds them from fixed configs).
+
+The tiny Flux is what ComfyUI's model detection reads as Flux.1 [dev] (double/single blocks, guidance
+embedding, one 128-wide head), but its text input takes CLIP-L's 768 channels instead of T5-XXL's 4096:
+ComfyUI builds T5-XXL from a fixed config (4.7 billion parameters whatever the file holds), far too large to
+generate or run in a test, so the Flux example's test swaps DualCLIPLoader for CLIPLoader on this CLIP-L.
 """
 from __future__ import annotations
 
@@ -51,7 +59,15 @@ UNET_CONFIG = {
     "use_temporal_attention": False,
 }
 
+FLUX_CONFIG = dict(image_model="flux", in_channels=16, out_channels=16, vec_in_dim=768, context_in_dim=768,
+                   hidden_size=128, mlp_ratio=4.0, num_heads=1, depth=1, depth_single_blocks=1,
+                   axes_dim=[16, 56, 56], theta=10000, patch_size=2, qkv_bias=True, guidance_embed=True,
+                   txt_ids_dims=[])
+
 CHECKPOINT_NAME = "cfa_random_sd15.safetensors"
+FLUX_NAME = "cfa_random_flux1.safetensors"
+FLUX_VAE_NAME = "cfa_random_flux_vae.safetensors"
+CLIP_L_NAME = "cfa_random_clip_l.safetensors"
 CONTROLNET_NAME = "cfa_random_sd15_controlnet.safetensors"
 VIDEO_NAME = "cfa_clip.mp4"
 IMAGE_NAME = "cfa_reference.png"
@@ -112,6 +128,47 @@ def make_checkpoint(path, seed, torch):
     sd.update({"first_stage_model." + k: v for k, v in vae.state_dict().items()})
     del vae
 
+    _save(path, _half(sd, torch))
+    return sd
+
+
+def make_clip_l(checkpoint_sd, path, torch):
+    """The checkpoint's CLIP-L under the names of a stand-alone text-encoder file."""
+    prefix = "cond_stage_model.transformer."
+    sd = {k[len(prefix):]: v.to(torch.float16) if v.is_floating_point() else v
+          for k, v in checkpoint_sd.items() if k.startswith(prefix)}
+    # a stand-alone CLIP-L file carries its pooled-output projection (SD1.5 checkpoints leave it out)
+    sd["text_projection.weight"] = torch.eye(768, dtype=torch.float16)
+    _save(path, sd)
+
+
+def make_flux(path, seed, torch):
+    """Tiny Flux.1 [dev]-shaped diffusion model (see the module docstring), keys as in a diffusion-model file."""
+    import dataclasses
+    import comfy.ops
+    from comfy.ldm.flux.model import Flux, FluxParams
+    fields = {f.name for f in dataclasses.fields(FluxParams)}   # 0.3.64 knows fewer fields than 0.30.0
+    config = {k: v for k, v in FLUX_CONFIG.items() if k in fields}
+    kwargs = {"image_model": "flux"} if "image_model" in Flux.__init__.__code__.co_varnames else {}
+    g = torch.Generator().manual_seed(seed + 2)
+    model = Flux(**config, **kwargs, dtype=torch.float32, device="cpu", operations=comfy.ops.disable_weight_init)
+    _init_module(model, g, torch)
+    sd = model.state_dict()
+    _save(path, _half(sd, torch))
+    return len(sd)
+
+
+def make_flux_vae(path, seed, torch):
+    """A 16-channel VAE without quant convs, as Flux's ae.safetensors is laid out (real encoder width)."""
+    from comfy.ldm.models.autoencoder import AutoencodingEngine
+    ddconfig = {"double_z": True, "z_channels": 16, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
+                "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
+    vae = AutoencodingEngine(
+        regularizer_config={"target": "comfy.ldm.models.autoencoder.DiagonalGaussianRegularizer"},
+        encoder_config={"target": "comfy.ldm.modules.diffusionmodules.model.Encoder", "params": ddconfig},
+        decoder_config={"target": "comfy.ldm.modules.diffusionmodules.model.Decoder", "params": ddconfig})
+    _init_module(vae, torch.Generator().manual_seed(seed + 3), torch)
+    sd = vae.state_dict()
     _save(path, _half(sd, torch))
     return len(sd)
 
@@ -202,13 +259,19 @@ def main(argv=None):
     cnet = os.path.join(a.base, "models", "controlnet", CONTROLNET_NAME)
     video = os.path.join(a.base, "input", VIDEO_NAME)
     image = os.path.join(a.base, "input", IMAGE_NAME)
-    n_ckpt = make_checkpoint(ckpt, a.seed, torch)
+    ckpt_sd = make_checkpoint(ckpt, a.seed, torch)
+    n_ckpt = len(ckpt_sd)
+    make_clip_l(ckpt_sd, os.path.join(a.base, "models", "text_encoders", CLIP_L_NAME), torch)
+    del ckpt_sd
     n_cnet = make_controlnet(cnet, a.seed, torch)
+    make_flux(os.path.join(a.base, "models", "diffusion_models", FLUX_NAME), a.seed, torch)
+    make_flux_vae(os.path.join(a.base, "models", "vae", FLUX_VAE_NAME), a.seed, torch)
     make_video(video, a.frames, a.width, a.height, a.fps)
     make_image(image, a.width, a.height)
     print(json.dumps({
         "checkpoint": CHECKPOINT_NAME, "checkpoint_keys": n_ckpt, "checkpoint_bytes": os.path.getsize(ckpt),
         "controlnet": CONTROLNET_NAME, "controlnet_keys": n_cnet,
+        "flux": FLUX_NAME, "flux_vae": FLUX_VAE_NAME, "clip_l": CLIP_L_NAME,
         "video": VIDEO_NAME, "image": IMAGE_NAME, "frames": a.frames, "width": a.width, "height": a.height,
         "fps": a.fps, "seconds": round(time.time() - t0, 2),
     }))

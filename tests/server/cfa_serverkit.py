@@ -80,7 +80,8 @@ def http_json(url, data=None, timeout=30.0):
 def prepare_base_directory(base, repo_root=REPO_ROOT):
     """Make a ComfyUI --base-directory with the pack linked into its custom_nodes folder."""
     base = Path(base)
-    for sub in ("models/checkpoints", "models/controlnet", "input", "output", "temp", "user/default",
+    for sub in ("models/checkpoints", "models/controlnet", "models/diffusion_models", "models/vae",
+                "models/text_encoders", "input", "output", "temp", "user/default",
                 "custom_nodes"):
         (base / sub).mkdir(parents=True, exist_ok=True)
     link = base / "custom_nodes" / PACK_DIR_NAME

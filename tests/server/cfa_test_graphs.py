@@ -26,7 +26,10 @@ EXPECTED = {
     "image_reference": ("images", 1),
     # one side-by-side video (with | without, 8 px apart) and the two Measure nodes' plots
     "compare_consistency": ("compare", "clip"),
+    "flux_video_edit": ("video", "clip"),
 }
+# Examples on a DiT: they need ComfyUI's DiT pre-attention hook (0.30.0); older versions refuse them clearly.
+DIT_EXAMPLES = {"flux_video_edit": (0, 30, 0)}
 COMPARE_SPACING = 8
 PLOT_SIZE = (1024, 768)  # Measure Temporal Consistency's plot (width, height)
 # Extra overrides per example: the ControlNet one runs in chunks (6 frames as 4 + 2) so the per-chunk
@@ -41,6 +44,8 @@ def overrides(fixtures):
     return {
         (None, "ckpt_name"): fixtures["checkpoint"],
         (None, "control_net_name"): fixtures["controlnet"],
+        ("UNETLoader", "unet_name"): fixtures["flux"],
+        ("VAELoader", "vae_name"): fixtures["flux_vae"],
         ("LoadVideo", "file"): fixtures["video"],
         ("LoadImage", "image"): fixtures["image"],
         ("ImageScale", "width"): TEST_SIZE,
@@ -64,6 +69,30 @@ def apply_overrides(api, fixtures, name=None):
             if key in extra:
                 inputs[key] = extra[key]
         entry.pop("_meta", None)
+    return api
+
+
+def dit_supported(name, comfy_version) -> bool:
+    """False for a DiT example on a ComfyUI without the DiT hook (there it must fail with our clear error)."""
+    since = DIT_EXAMPLES.get(name)
+    return since is None or wt.version_tuple(comfy_version) >= since
+
+
+# The stand-in for T5-XXL (see cfa_make_fixtures.py): DualCLIPLoader becomes CLIPLoader on the fixture's
+# CLIP-L, feeding the same links; the tiny Flux takes CLIP-L's 768 channels.
+TEXT_ENCODER_STANDIN = {"class_type": "CLIPLoader", "type": "stable_diffusion"}
+
+
+def with_text_encoder_standin(api, fixtures, new_id=None):
+    """A copy of `api` whose DualCLIPLoader nodes are replaced by CLIPLoader on the fixture CLIP-L (under
+    `new_id`, or a fresh id), every link to them relinked."""
+    api = copy.deepcopy(api)
+    for old in nodes_of(api, "DualCLIPLoader"):
+        nid = str(new_id) if new_id is not None else _fresh_id(api)
+        api[nid] = {"class_type": TEXT_ENCODER_STANDIN["class_type"],
+                    "inputs": {"clip_name": fixtures["clip_l"], "type": TEXT_ENCODER_STANDIN["type"]}}
+        _replace_links(api, [old, 0], [nid, 0])
+        del api[old]
     return api
 
 

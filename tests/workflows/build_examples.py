@@ -129,7 +129,7 @@ def video_edit(info):
         "4. Resize: 512x512 suits SD1.5; any multiple of 8 works.\n"
         "5. Batch Video Sampler: denoise 0.5-0.7 keeps the motion and changes the look; higher changes "
         "more. Every frame attends to the first and the previous frame, so the edit stays consistent.\n"
-        "   Out of memory? Set frames_per_batch to e.g. 8: same result, less memory.\n"
+        "   frames_per_batch 0 picks windows that fit in memory; any size gives the same result.\n"
         "Press Run: the video lands in output/video/.",
         (0, -400), size=(780, 300), title="Read me")
     return g
@@ -275,7 +275,44 @@ def compare_consistency(info):
     return g
 
 
-EXAMPLES = [video_edit, video_edit_controlnet, manual_store_load, image_reference, compare_consistency]
+def flux_video_edit(info):
+    """The video edit on Flux.1 [dev]: core's diffusion-model, text-encoder and VAE loaders, cfg 1 with
+    FluxGuidance (Flux is guidance-distilled, so the negative is never evaluated: it is zeroed out)."""
+    g = Graph("flux_video_edit", "Flux video edit with cross-frame attention", info)
+    unet = g.add("UNETLoader", (0, 40), unet_name="flux1-dev.safetensors", weight_dtype="default")
+    clip = g.add("DualCLIPLoader", (0, 200), clip_name1="clip_l.safetensors",
+                 clip_name2="t5xxl_fp16.safetensors", type="flux")
+    vae = g.add("VAELoader", (0, 380), vae_name="ae.safetensors")
+    text = g.add("CLIPTextEncode", (380, -40), title="Positive prompt (the edit)", size=(400, 160),
+                 text="an oil painting, thick brush strokes, warm evening light, highly detailed",
+                 clip=clip["CLIP"])
+    guided = g.add("FluxGuidance", (380, 170), conditioning=text["CONDITIONING"], guidance=3.5)
+    negative = g.add("ConditioningZeroOut", (380, 300), title="Negative (unused at cfg 1)",
+                     conditioning=text["CONDITIONING"])
+    load = g.add("LoadVideo", (0, 520), file="input_video.mp4", size=(320, 420))
+    parts = g.add("GetVideoComponents", (380, 840), video=load["VIDEO"])
+    scale = g.add("ImageScale", (380, 520), title="Resize frames (1024x1024 suits Flux)", image=parts["images"],
+                  upscale_method="lanczos", width=1024, height=1024, crop="center")
+    enc = g.add("VAEEncode", (800, 620), pixels=scale["IMAGE"], vae=vae["VAE"])
+    bvs = _sampler(g, (1220, 80), unet["MODEL"], guided["CONDITIONING"], negative["CONDITIONING"],
+                   enc["LATENT"], cfg=1.0, scheduler="simple", denoise=0.75, blocks="auto")
+    _video_out(g, bvs["LATENT"], {"VAE": vae["VAE"]}, parts, 1620, 80, "video/cfa_flux_video_edit")
+    g.note(
+        "FLUX VIDEO EDIT WITH CROSS-FRAME ATTENTION (ComfyUI 0.30.0 or newer)\n\n"
+        "1. Load Diffusion Model: Flux.1 [dev] (or a fine-tune, Kontext too) in models/diffusion_models.\n"
+        "   DualCLIPLoader: clip_l and t5xxl (type flux); Load VAE: Flux's ae.safetensors.\n"
+        "2. Load Video: upload your clip (start with 8 frames).\n"
+        "3. Write the edit in the prompt; FluxGuidance sets the distilled guidance (cfg stays 1).\n"
+        "4. Batch Video Sampler: blocks auto = Flux's single blocks; denoise 0.6-0.8 keeps the motion. "
+        "Each frame's image tokens also attend to the first and the previous frame's.\n"
+        "   Out of memory? frames_per_batch 0 already picks windows that fit; lower it to force smaller ones.\n"
+        "Press Run: the video lands in output/video/.",
+        (0, -400), size=(780, 300), title="Read me")
+    return g
+
+
+EXAMPLES = [video_edit, video_edit_controlnet, manual_store_load, image_reference, compare_consistency,
+            flux_video_edit]
 
 
 # --- serialisation ----------------------------------------------------------------------------------------
@@ -444,6 +481,7 @@ THUMB_STYLE = {
     "manual_store_load": ("Manual STORE / LOAD", "any sampler node", (78, 154, 6)),
     "image_reference": ("Image reference", "style / identity transfer", (196, 160, 0)),
     "compare_consistency": ("Compare: with / without", "measured temporal consistency", (204, 73, 91)),
+    "flux_video_edit": ("Flux video edit", "DiT: image tokens attend across frames", (206, 92, 0)),
 }
 
 

@@ -372,7 +372,12 @@ def _is_file_list(options):
     """A combo listing files of the user's folders (checkpoints, inputs...) rather than fixed choices."""
     exts = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft", ".png", ".jpg", ".jpeg", ".webp",
             ".mp4", ".webm", ".mov", ".mkv", ".gif")
-    return not options or all(isinstance(o, str) and o.lower().endswith(exts) for o in options)
+    files = [o for o in options if o not in BUILTIN_FILE_CHOICES]
+    return not files or all(isinstance(o, str) and o.lower().endswith(exts) for o in files)
+
+
+# Entries core lists beside the user's files in a file combo (VAELoader: no-VAE and preview decoders).
+BUILTIN_FILE_CHOICES = {"pixel_space", "taesd", "taesdxl", "taesd3", "taef1"}
 
 
 # --- offline twin check (no server) ---------------------------------------------------------------------
