@@ -1,7 +1,8 @@
 """Video editing pipelines for diffusers with cross-frame attention, driven by the same core as the nodes.
 
 - `CrossFrameVideoPipeline`: SD 1.x/2.x ControlNet image-to-image (pipeline_sd.py);
-- `CrossFrameImg2ImgPipeline`: SD 1.x/2.x image-to-image without ControlNet (pipeline_sd.py).
+- `CrossFrameImg2ImgPipeline`: SD 1.x/2.x image-to-image without ControlNet (pipeline_sd.py);
+- `CrossFrameVideoXLPipeline`: SDXL ControlNet image-to-image (pipeline_sdxl.py).
 
 Each edits a clip given as a list of frames: frame 0 with ordinary self-attention, every later frame with the
 self-attention keys/values of the first and the previous frame (at the same layer and denoising step), which
@@ -11,7 +12,7 @@ Why subclasses: they are the diffusers pipelines they extend (`from_pretrained`,
 offloading, LoRA loading, IP-Adapter and callbacks work unchanged), and the parent's own denoising loop runs
 for each chunk of frames. The loop around it (processors installed per call and restored after, the prompt
 encoded once, the whole clip's noise drawn once and sliced per chunk) is video_loop.py's, one implementation
-for all.
+for all three.
 
 Sequential equals batched: with the whole clip in one batch (`frames_per_batch=0`) each frame reads its anchors
 from the same U-Net call; in chunks, the first frame and the previous chunk's last frame are recorded per step
@@ -22,6 +23,7 @@ chunking.
 from __future__ import annotations
 
 from .pipeline_sd import CrossFrameImg2ImgPipeline, CrossFrameVideoPipeline
+from .pipeline_sdxl import CrossFrameVideoXLPipeline
 from .video_loop import timestep_bounds
 
-__all__ = ["CrossFrameVideoPipeline", "CrossFrameImg2ImgPipeline", "timestep_bounds"]
+__all__ = ["CrossFrameVideoPipeline", "CrossFrameImg2ImgPipeline", "CrossFrameVideoXLPipeline", "timestep_bounds"]
