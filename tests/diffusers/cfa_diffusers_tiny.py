@@ -4,8 +4,9 @@ Sizes: 32x32 images, a VAE with one downsampling (latents 4x16x16), a two-level 
 the down, mid and up blocks, a matching ControlNet, a 2-layer CLIP text model with a tokenizer built from a
 vocabulary written here. SDXL-shaped: a two-level U-Net with text_time added conditioning (pooled text
 embedding + 6 size numbers), a ControlNet made from it, two 2-layer CLIP text models (the second with a
-projection: the pooled embedding) whose hidden states together are the cross-attention width. Weights are drawn with std 1/sqrt(fan_in) so that attention is far from uniform and
-the method's effect stands well above float round-off (the default init leaves it near uniform).
+projection: the pooled embedding) whose hidden states together are the cross-attention width.
+Weights are drawn with std 1/sqrt(fan_in) so that attention is far from uniform and the method's effect
+stands well above float round-off (the default init leaves it near uniform).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import numpy as np
 import PIL.Image
 import torch
 from diffusers import (AutoencoderKL, ControlNetModel, DDIMScheduler, StableDiffusionControlNetImg2ImgPipeline,
-                       StableDiffusionXLControlNetImg2ImgPipeline, UNet2DConditionModel)
+                       UNet2DConditionModel)
 
 SIZE = 32           # image side in pixels
 TEXT_DIM = 32       # cross-attention width
