@@ -2,8 +2,11 @@
 
 Sizes: 32x32 images, a VAE with one downsampling (latents 4x16x16), a two-level U-Net with cross-attention in
 the down, mid and up blocks, a matching ControlNet, a 2-layer CLIP text model with a tokenizer built from a
-vocabulary written here. Weights are drawn with std 1/sqrt(fan_in) so that attention is far from uniform and
-the method's effect stands well above float round-off (the default init leaves it near uniform).
+vocabulary written here. SDXL-shaped: a two-level U-Net with text_time added conditioning (pooled text
+embedding + 6 size numbers), a ControlNet made from it, two 2-layer CLIP text models (the second with a
+projection: the pooled embedding) whose hidden states together are the cross-attention width.
+Weights are drawn with std 1/sqrt(fan_in) so that attention is far from uniform and the method's effect
+stands well above float round-off (the default init leaves it near uniform).
 """
 from __future__ import annotations
 
@@ -61,11 +64,16 @@ def tiny_controlnet(seed=2) -> ControlNetModel:
                                           **_UNET_BLOCKS), seed)
 
 
-def tiny_vae(seed=3) -> AutoencoderKL:
+def tiny_sdxl_controlnet(unet: UNet2DConditionModel, seed=8) -> ControlNetModel:
+    return spread_weights(ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32)), seed)
+
+
+def tiny_vae(seed=3, **config) -> AutoencoderKL:
+    """config: more AutoencoderKL settings, e.g. latents_mean / latents_std."""
     return spread_weights(AutoencoderKL(
         in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 64), norm_num_groups=8,
         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-        sample_size=SIZE), seed)
+        sample_size=SIZE, **config), seed)
 
 
 def ddim() -> DDIMScheduler:
@@ -75,7 +83,17 @@ def ddim() -> DDIMScheduler:
 
 def tiny_text(tmp_dir: Path):
     """A 2-layer CLIP text encoder and a tokenizer over a vocabulary of letters and a few words."""
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextModel
+
+    tokenizer = tiny_tokenizer(tmp_dir)
+    torch.manual_seed(5)
+    encoder = CLIPTextModel(_text_config(len(tokenizer), TEXT_DIM))
+    return encoder.eval(), tokenizer
+
+
+def tiny_tokenizer(tmp_dir: Path):
+    """A CLIP tokenizer over a vocabulary of letters and a few words (files written into tmp_dir)."""
+    from transformers import CLIPTokenizer
 
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
     for word in ("a", "cat", "dog", "red", "blue", "photo", "of"):
@@ -85,12 +103,28 @@ def tiny_text(tmp_dir: Path):
         vocab.setdefault(ch + "</w>", len(vocab))
     (tmp_dir / "vocab.json").write_text(json.dumps(vocab))
     (tmp_dir / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = CLIPTokenizer(str(tmp_dir / "vocab.json"), str(tmp_dir / "merges.txt"), model_max_length=32)
-    torch.manual_seed(5)
-    encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(vocab), hidden_size=TEXT_DIM, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, max_position_embeddings=32, bos_token_id=0, eos_token_id=1, pad_token_id=1))
-    return encoder.eval(), tokenizer
+    return CLIPTokenizer(str(tmp_dir / "vocab.json"), str(tmp_dir / "merges.txt"), model_max_length=32)
+
+
+def _text_config(vocab_size: int, hidden: int, **extra):
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,
+                          num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=32, bos_token_id=0,
+                          eos_token_id=1, pad_token_id=1, **extra)
+
+
+def tiny_sdxl_text(tmp_dir: Path) -> dict:
+    """SDXL's two text encoders and tokenizers: CLIP (width 16) and CLIP with projection (width 16, pooled
+    projection TEXT_DIM); their penultimate hidden states side by side are TEXT_DIM wide."""
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    tokenizer = tiny_tokenizer(tmp_dir)
+    torch.manual_seed(6)
+    first = CLIPTextModel(_text_config(len(tokenizer), TEXT_DIM // 2))
+    second = CLIPTextModelWithProjection(_text_config(len(tokenizer), TEXT_DIM // 2, projection_dim=TEXT_DIM))
+    return dict(text_encoder=first.eval(), tokenizer=tokenizer, text_encoder_2=second.eval(),
+                tokenizer_2=tokenizer)
 
 
 def components(with_controlnet=True, text=None) -> dict:
@@ -100,6 +134,14 @@ def components(with_controlnet=True, text=None) -> dict:
         parts["text_encoder"], parts["tokenizer"] = text
     if with_controlnet:
         parts["controlnet"] = tiny_controlnet()
+    return parts
+
+
+def sdxl_components(text: dict | None = None) -> dict:
+    unet = tiny_sdxl_unet()
+    parts = dict(vae=tiny_vae(), text_encoder=None, text_encoder_2=None, tokenizer=None, tokenizer_2=None,
+                 unet=unet, controlnet=tiny_sdxl_controlnet(unet), scheduler=ddim(), add_watermarker=False)
+    parts.update(text or {})
     return parts
 
 
@@ -117,6 +159,16 @@ def random_frames(n: int, seed: int, size: int = SIZE) -> list:
 def embeddings(seed=7):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(1, TEXT_LEN, TEXT_DIM, generator=g), torch.randn(1, TEXT_LEN, TEXT_DIM, generator=g)
+
+
+def sdxl_embeddings(frames: int, seed=9) -> dict:
+    """SDXL conditioning handed in directly: one prompt/negative row for the clip, a pooled embedding per frame
+    (so a chunk given another frame's pooled row would show) and one negative pooled row."""
+    g = torch.Generator().manual_seed(seed)
+    return dict(prompt_embeds=torch.randn(1, TEXT_LEN, TEXT_DIM, generator=g),
+                negative_prompt_embeds=torch.randn(1, TEXT_LEN, TEXT_DIM, generator=g),
+                pooled_prompt_embeds=torch.randn(frames, TEXT_DIM, generator=g),
+                negative_pooled_prompt_embeds=torch.randn(1, TEXT_DIM, generator=g))
 
 
 def rel_diff(a, b) -> float:
@@ -201,9 +253,18 @@ def install_reference(unet, rec: _Recorder, prefixes=("up_blocks",)):
 
 def reference_clip(parts: dict, frames, controls, seed: int, prompt_embeds, negative_embeds, guidance=7.5,
                    prefixes=("up_blocks",), **method) -> torch.Tensor:
-    """Edit the clip one frame at a time with the stock ControlNet img2img pipeline and the reference
-    processors. Starting latents: the stock pipeline's own draw for the whole clip as one batch."""
-    pipe = make(StableDiffusionControlNetImg2ImgPipeline, parts)
+    """The SD ControlNet img2img edit of the clip, one frame at a time (see `frame_by_frame`)."""
+    return frame_by_frame(StableDiffusionControlNetImg2ImgPipeline, parts, frames, controls, seed,
+                          dict(prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_embeds),
+                          guidance=guidance, prefixes=prefixes, **method)
+
+
+def frame_by_frame(pipeline_cls, parts: dict, frames, controls, seed: int, embeds: dict, guidance=7.5,
+                   prefixes=("up_blocks",), call_kwargs=None, **method) -> torch.Tensor:
+    """Edit the clip one frame at a time with a stock diffusers ControlNet img2img pipeline and the reference
+    processors. Starting latents: the stock pipeline's own draw for the whole clip as one batch. `embeds`:
+    tensors by argument name with one row (the same for every frame) or one per frame (row i for frame i)."""
+    pipe = make(pipeline_cls, parts)
     n = len(frames)
     pipe.scheduler.set_timesteps(STEPS)
     timesteps, _ = pipe.get_timesteps(STEPS, STRENGTH, "cpu")
@@ -215,10 +276,10 @@ def reference_clip(parts: dict, frames, controls, seed: int, prompt_embeds, nega
     out = []
     try:
         for i in range(n):
+            rows = {k: (v[i:i + 1] if v.shape[0] == n else v) for k, v in embeds.items()}
             result = pipe(image=frames[i], control_image=controls[i], latents=latents[i:i + 1],
-                          prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_embeds,
                           guidance_scale=guidance, strength=STRENGTH, num_inference_steps=STEPS,
-                          output_type="latent")
+                          output_type="latent", **rows, **(call_kwargs or {}))
             out.append(result.images)
             rec.next_frame()
     finally:

@@ -1,13 +1,42 @@
 """Tests of the diffusers front end (attention/diffusers_frontend/) on tiny randomly initialised models.
 
-The core is imported as the installed package `cross_frame_attention`, never through the repo root (ComfyUI's
-top-level `nodes` module would clash with our `nodes/`). Each test module skips itself when diffusers (the
-optional `diffusers` extra) is not installed.
+The core is imported as the package `cross_frame_attention`, loaded here from THIS checkout's `attention/` by
+file path: the editable install of the pack may point at another worktree, and the repo root must never go on
+sys.path (ComfyUI's top-level `nodes` module would clash with our `nodes/`). Each test module skips itself
+when diffusers (the optional `diffusers` extra) is not installed.
 """
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+
+CORE = Path(__file__).resolve().parents[2] / "attention"
+
+
+def _load_core_from_this_checkout():
+    name = "cross_frame_attention"
+    loaded = sys.modules.get(name)
+    if loaded is not None:
+        where = Path(loaded.__file__).resolve().parent
+        if where != CORE:
+            raise RuntimeError(f"{name} was already imported from {where}, not from this checkout ({CORE}); "
+                               "run tests/diffusers on its own or install the pack from this checkout.")
+        return
+    spec = importlib.util.spec_from_file_location(name, CORE / "__init__.py", submodule_search_locations=[str(CORE)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+
+
+_load_core_from_this_checkout()
 
 
 @pytest.fixture(scope="module", autouse=True)
