@@ -25,17 +25,16 @@ def test_pack_loaded(pack_nodes):
 
 @pytest.mark.parametrize("name", API_NAMES)
 def test_api_example_runs(name, comfy_server, pack_nodes, comfy_version):
-    """Every example runs on the fixtures; a DiT example on a ComfyUI without the DiT hook stops with our
-    clear error instead (and the Flux one runs with a CLIP-L stand-in for T5-XXL: see cfa_make_fixtures)."""
+    """Every example runs on the fixtures (the Flux one with a CLIP-L stand-in for T5-XXL: see
+    cfa_make_fixtures)."""
+    if not graphs.dit_supported(name, comfy_version):
+        pytest.skip(f"{name} needs the DiT hook of ComfyUI 0.30.0; on {comfy_version} the pack refuses Flux "
+                    "(tests/comfy/test_dit.py::test_dit_refused_without_the_hook checks that error), and this "
+                    f"version's model detection takes Flux's width as 3072 whatever the file holds, so the tiny "
+                    "Flux fixture cannot even load here")
     fx = comfy_server.fixtures
     prompt = graphs.with_text_encoder_standin(graphs.apply_overrides(graphs.load_api(name), fx, name), fx)
     result = comfy_server.run_prompt(prompt, timeout=240)
-    if not graphs.dit_supported(name, comfy_version):
-        _assert_clear_failure(result, pack_nodes, f"{name} on ComfyUI {comfy_version}")
-        message = str((result.error or {}).get("exception_message", result.response))
-        assert "0.30.0" in message and "Flux" in message, f"{name}: the refusal should name what is supported " \
-                                                          f"and from which version: {message}"
-        return
     assert result.outcome == "success", f"{name}: {result.describe()}\n{comfy_server.log_tail(3000)}"
     assert result.history and result.history.get("status", {}).get("status_str") == "success", result.history
     graphs.check_example_outputs(name, kit.output_files(comfy_server, result), fx)
