@@ -118,9 +118,10 @@ def conditioning(shape: str):
     return one(), one()
 
 
-def measure(fn, repeats: int, cpu: bool) -> tuple[dict, torch.Tensor]:
-    """One warm-up, then `repeats` timed runs: best seconds and the peak GPU memory of the timed runs."""
-    fn()
+def measure(fn, repeats: int, cpu: bool, warmup=None) -> tuple[dict, torch.Tensor]:
+    """One warm-up (`warmup`, else `fn`), then `repeats` timed runs of `fn`: best seconds and the peak GPU
+    memory of the timed runs."""
+    (warmup or fn)()
     if not cpu:
         torch.cuda.synchronize()
         torch.cuda.empty_cache()
@@ -135,6 +136,19 @@ def measure(fn, repeats: int, cpu: bool) -> tuple[dict, torch.Tensor]:
     peak = torch.cuda.max_memory_allocated() / 2**30 if not cpu else float("nan")
     return {"seconds": min(times), "all_seconds": [round(t, 3) for t in times], "peak_gib": peak}, \
         out["samples"].float()
+
+
+def against_plain(results: dict, outputs: dict, cpu: bool, compare_to: str, only=lambda name: True):
+    """Adds to every result its time and peak memory relative to `plain` (same run), and to the results that
+    `only` selects the largest difference of its output from `compare_to`'s; returns plain's output scale."""
+    base = results.get("plain")
+    for name, r in results.items():
+        if base:
+            r["vs_plain"] = r["seconds"] / base["seconds"]
+            r["peak_vs_plain"] = r["peak_gib"] / base["peak_gib"] if not cpu else None
+        if compare_to in outputs and name != compare_to and only(name):
+            r[f"max_abs_diff_vs_{compare_to}"] = float((outputs[name] - outputs[compare_to]).abs().max())
+    return float(outputs["plain"].abs().max()) if "plain" in outputs else None
 
 
 def clip_latent(shape: str, frames: int) -> dict:
@@ -194,14 +208,7 @@ def suite_windows(comfy_nodes, cpu: bool, repeats: int, cfg: float, steps: int) 
             results[scheme], outputs[scheme] = measure(fn, reps, cpu)
             r = results[scheme]
             print(f"[{name}] {scheme:18s} {r['seconds']:8.3f} s  peak {r['peak_gib']:6.2f} GiB", flush=True)
-        base = results.get("plain")
-        scale = float(outputs["plain"].abs().max()) if "plain" in outputs else None
-        for scheme, r in results.items():
-            if base:
-                r["vs_plain"] = r["seconds"] / base["seconds"]
-                r["peak_vs_plain"] = r["peak_gib"] / base["peak_gib"] if not cpu else None
-            if "whole" in outputs and scheme.startswith("windows_"):
-                r["max_abs_diff_vs_whole"] = float((outputs[scheme] - outputs["whole"]).abs().max())
+        scale = against_plain(results, outputs, cpu, "whole", only=lambda scheme: scheme.startswith("windows_"))
         report["groups"][name] = {"shape": shape, "px": SHAPES[shape]["px"], "frames": n, "steps": group_steps,
                                   "output_scale": scale, "results": results}
         # Unload it: ComfyUI keeps loaded models, and the next group's peak must count only its own model.
@@ -302,30 +309,9 @@ def main():
                "chunked_cpu": video(a.chunk, "cpu"), "frame_by_frame": video(1)}
     results, outputs = {}, {}
     for name in a.schemes.split(","):
-        fn = schemes[name]
-        fn()  # warm-up: model load, kernels, allocator
-        times = []
-        if not cpu:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        for _ in range(a.repeats):
-            t0 = time.perf_counter()
-            out = fn()
-            if not cpu:
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t0)
-        peak = torch.cuda.max_memory_allocated() / 2**30 if not cpu else float("nan")
-        outputs[name] = out["samples"].float()
-        results[name] = {"seconds": min(times), "all_seconds": [round(t, 3) for t in times], "peak_gib": peak}
-        print(f"{name:15s} {min(times):8.3f} s  peak {peak:6.2f} GiB", flush=True)
-    ref = results.get("plain", {}).get("seconds")
-    scale = float(outputs["plain"].abs().max()) if "plain" in outputs else None
-    for name, r in results.items():
-        if ref:
-            r["vs_plain"] = r["seconds"] / ref
-            r["peak_vs_plain"] = r["peak_gib"] / results["plain"]["peak_gib"] if not cpu else None
-        if "batch" in outputs and name != "batch":
-            r["max_abs_diff_vs_batch"] = float((outputs[name] - outputs["batch"]).abs().max())
+        results[name], outputs[name] = measure(schemes[name], a.repeats, cpu)
+        print(f"{name:15s} {results[name]['seconds']:8.3f} s  peak {results[name]['peak_gib']:6.2f} GiB", flush=True)
+    scale = against_plain(results, outputs, cpu, "batch")
     if "frame_by_frame" in results and "batch" in results:
         results["batch"]["speedup_vs_frame_by_frame"] = results["frame_by_frame"]["seconds"] / results["batch"]["seconds"]
     report = {"device": torch.cuda.get_device_name() if not cpu else "cpu", "torch": torch.__version__,

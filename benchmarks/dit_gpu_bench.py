@@ -29,7 +29,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from comfy_gpu_bench import setup_comfy  # noqa: E402  (ComfyUI from COMFYUI_PATH, the pack loaded as a node)
+from comfy_gpu_bench import against_plain, measure, setup_comfy  # noqa: E402  (shared with the U-Net bench)
 
 SHAPES = {
     # Flux.1-dev: 19 double + 38 single blocks, 3072 wide, 24 heads, T5 (4096) text, CLIP-L pooled (768).
@@ -154,29 +154,10 @@ def main():
     results, outputs = {}, {}
     for name in a.schemes.split(","):
         fn = schemes[name]
-        fn(2)  # warm-up: kernels, allocator
-        times = []
-        if not cpu:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        for _ in range(a.repeats):
-            t0 = time.perf_counter()
-            out = fn(a.steps)
-            if not cpu:
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t0)
-        peak = torch.cuda.max_memory_allocated() / 2**30 if not cpu else float("nan")
-        outputs[name] = out["samples"].float()
-        results[name] = {"seconds": min(times), "all_seconds": [round(t, 3) for t in times], "peak_gib": peak}
-        print(f"{name:15s} {min(times):8.3f} s  peak {peak:6.2f} GiB", flush=True)
-    ref = results.get("plain", {}).get("seconds")
-    scale = float(outputs["plain"].abs().max()) if "plain" in outputs else None
-    for name, r in results.items():
-        if ref:
-            r["vs_plain"] = r["seconds"] / ref
-            r["peak_vs_plain"] = r["peak_gib"] / results["plain"]["peak_gib"] if not cpu else None
-        if "batch" in outputs and name != "batch":
-            r["max_abs_diff_vs_batch"] = float((outputs[name] - outputs["batch"]).abs().max())
+        # warm-up with 2 steps (kernels, allocator): a 20-step DiT warm-up would double the GPU time
+        results[name], outputs[name] = measure(lambda: fn(a.steps), a.repeats, cpu, warmup=lambda: fn(2))
+        print(f"{name:15s} {results[name]['seconds']:8.3f} s  peak {results[name]['peak_gib']:6.2f} GiB", flush=True)
+    scale = against_plain(results, outputs, cpu, "batch")
     if "frame_by_frame" in results and "batch" in results:
         results["batch"]["speedup_vs_frame_by_frame"] = \
             results["frame_by_frame"]["seconds"] / results["batch"]["seconds"]

@@ -105,3 +105,30 @@ def clip_latent():
     drift = torch.randn(1, 4, 16, 16, generator=g)
     frames = torch.cat([base + 0.3 * k * drift for k in range(5)])
     return {"samples": frames}
+
+
+@pytest.fixture(scope="session")
+def recording_control(comfy):
+    import comfy.controlnet
+
+    class RecordingControl(comfy.controlnet.ControlBase):
+        """Adds nothing to the U-Net; records which hints each model call was given."""
+
+        def __init__(self, log, name):
+            super().__init__()
+            self.log, self.name = log, name
+
+        def copy(self):
+            c = RecordingControl(self.log, self.name)
+            self.copy_to(c)
+            return c
+
+        def get_control(self, x_noisy, t, cond, batched_number, transformer_options):
+            if self.previous_controlnet is not None:
+                self.previous_controlnet.get_control(x_noisy, t, cond, batched_number, transformer_options)
+            per_chunk = x_noisy.shape[0] // batched_number
+            ids = comfy.controlnet.broadcast_image_to(self.cond_hint_original, per_chunk, 1)[:, 0, 0, 0]
+            self.log.append((self.name, tuple(int(v) for v in ids)))
+            return None
+
+    return RecordingControl

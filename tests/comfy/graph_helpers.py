@@ -46,3 +46,7 @@ def rel_diff(a, b) -> float:
     """max |a - b| relative to the output scale (max |b|)."""
     a, b = a["samples"] if isinstance(a, dict) else a, b["samples"] if isinstance(b, dict) else b
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
+
+
+def with_hints(conds, control):
+    return [[t, {**extra, "control": control}] for t, extra in conds]

@@ -9,12 +9,12 @@ from graph_helpers import ksampler, latent_from_batch, patch, rel_diff, store, v
 TOL = 1e-4
 
 
-def chunk_invariant(comfy, model, conds, latent, **kw):
-    """Whole clip vs chunks of 2 vs chunks of 1; returns the whole-clip output."""
+def window_invariant(comfy, model, conds, latent, **kw):
+    """Whole clip vs windows of 2 vs windows of 1; returns the whole-clip output."""
     whole, _ = video_sampler(comfy, model, conds, latent, **kw)
     for fpb in (2, 1):
-        chunked, _ = video_sampler(comfy, model, conds, latent, frames_per_batch=fpb, **kw)
-        assert rel_diff(chunked, whole) <= TOL, f"frames_per_batch={fpb}"
+        windowed, _ = video_sampler(comfy, model, conds, latent, frames_per_batch=fpb, **kw)
+        assert rel_diff(windowed, whole) <= TOL, f"frames_per_batch={fpb}"
     return whole
 
 
@@ -24,7 +24,7 @@ def test_area_conds_in_separate_calls(comfy, tiny_model, conds, clip_latent):
     top = [torch.randn(1, 8, 32, generator=g), {"area": (8, 16, 0, 0), "strength": 1.0,
                                                  "set_area_to_bounds": False}]
     positive = conds[0] + [top]
-    whole = chunk_invariant(comfy, tiny_model, (positive, conds[1]), clip_latent, steps=3)
+    whole = window_invariant(comfy, tiny_model, (positive, conds[1]), clip_latent, steps=3)
     plain = ksampler(comfy, tiny_model, (positive, conds[1]), clip_latent, steps=3)
     assert rel_diff(whole["samples"][1:], plain["samples"][1:]) > 1e-2
 
@@ -32,11 +32,11 @@ def test_area_conds_in_separate_calls(comfy, tiny_model, conds, clip_latent):
 def test_combined_conds_batched_together(comfy, tiny_model, conds, clip_latent):
     g = torch.Generator().manual_seed(12)
     positive = conds[0] + [[torch.randn(1, 8, 32, generator=g), {}]]
-    chunk_invariant(comfy, tiny_model, (positive, conds[1]), clip_latent, steps=3)
+    window_invariant(comfy, tiny_model, (positive, conds[1]), clip_latent, steps=3)
 
 
 def test_heun_evaluates_each_sigma_twice(comfy, tiny_model, conds, clip_latent):
-    whole = chunk_invariant(comfy, tiny_model, conds, clip_latent, steps=3, sampler_name="heun")
+    whole = window_invariant(comfy, tiny_model, conds, clip_latent, steps=3, sampler_name="heun")
     store_model, state = store(comfy, tiny_model)
     reference = ksampler(comfy, store_model, conds, latent_from_batch(comfy, clip_latent, 0, 1), steps=3,
                          sampler_name="heun")
@@ -56,7 +56,7 @@ def test_extra_guidance_passes(comfy, tiny_model, conds, clip_latent, guidance):
         from comfy_extras.nodes_sag import SelfAttentionGuidance
         guided = SelfAttentionGuidance.execute(tiny_model, 0.5, 2.0).args[0]
     if guidance == "PAG":
-        whole = chunk_invariant(comfy, guided, conds, clip_latent, steps=3)
+        whole = window_invariant(comfy, guided, conds, clip_latent, steps=3)
     else:
         # SAG keeps the attention scores of ONE U-Net call and blurs the whole batch with them, so it needs
         # the clip in one call (core's own windows break it the same way): whole clip only (README, Limits).
@@ -111,8 +111,8 @@ def test_short_noise_mask_batch_is_spread_over_the_clip(comfy, tiny_model, conds
     mask[1, 8:] = 1.0
     masked = {**clip_latent, "noise_mask": mask}
     whole, _ = video_sampler(comfy, tiny_model, conds, masked, denoise=0.6, steps=3)
-    chunked, _ = video_sampler(comfy, tiny_model, conds, masked, denoise=0.6, steps=3, frames_per_batch=3)
-    assert rel_diff(chunked, whole) <= TOL
+    windowed, _ = video_sampler(comfy, tiny_model, conds, masked, denoise=0.6, steps=3, frames_per_batch=3)
+    assert rel_diff(windowed, whole) <= TOL
 
 
 def test_kept_state_covers_steps_outside_the_active_range(comfy, tiny_model, conds, clip_latent):

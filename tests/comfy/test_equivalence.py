@@ -1,4 +1,4 @@
-"""The method inside real ComfyUI: chunking, the manual STORE/LOAD graph and the plain sampler agree where
+"""The method inside real ComfyUI: windows, the manual STORE/LOAD graph and the plain sampler agree where
 they must, and differ where the method acts. Tiny random U-Net, euler, fp32, CPU."""
 import copy
 
@@ -16,11 +16,11 @@ def whole_clip(comfy, tiny_model, conds, clip_latent):
 
 
 @pytest.mark.parametrize("frames_per_batch", [1, 2, 3])
-def test_chunk_size_does_not_change_the_output(comfy, tiny_model, conds, clip_latent, whole_clip,
+def test_window_size_does_not_change_the_output(comfy, tiny_model, conds, clip_latent, whole_clip,
                                                frames_per_batch):
-    chunked, _ = video_sampler(comfy, tiny_model, conds, clip_latent, frames_per_batch=frames_per_batch)
-    assert chunked["samples"].shape == clip_latent["samples"].shape
-    assert rel_diff(chunked, whole_clip) <= TOL
+    windowed, _ = video_sampler(comfy, tiny_model, conds, clip_latent, frames_per_batch=frames_per_batch)
+    assert windowed["samples"].shape == clip_latent["samples"].shape
+    assert rel_diff(windowed, whole_clip) <= TOL
 
 
 def test_frame_zero_is_plain_ksampler_and_the_method_acts(comfy, tiny_model, conds, clip_latent, whole_clip):
@@ -33,9 +33,9 @@ def test_frame_zero_is_plain_ksampler_and_the_method_acts(comfy, tiny_model, con
 
 def test_cfg_one_works_and_differs_from_plain(comfy, tiny_model, conds, clip_latent):
     cross, _ = video_sampler(comfy, tiny_model, conds, clip_latent, cfg=1.0)
-    chunked, _ = video_sampler(comfy, tiny_model, conds, clip_latent, cfg=1.0, frames_per_batch=2)
+    windowed, _ = video_sampler(comfy, tiny_model, conds, clip_latent, cfg=1.0, frames_per_batch=2)
     plain = ksampler(comfy, tiny_model, conds, clip_latent, cfg=1.0)
-    assert rel_diff(chunked, cross) <= TOL
+    assert rel_diff(windowed, cross) <= TOL
     assert rel_diff(cross["samples"][1:], plain["samples"][1:]) > 1e-2
 
 
@@ -126,12 +126,12 @@ def test_other_attn1_patches_keep_working(comfy, tiny_model, conds, clip_latent,
                                 dict(include_self=True), dict(blocks="input+middle+output"),
                                 dict(start_percent=0.0, end_percent=0.5), dict(bank_device="cpu"),
                                 dict(bank_dtype="bfloat16")])
-def test_options_keep_chunking_exact(comfy, tiny_model, conds, clip_latent, whole_clip, kw):
+def test_options_keep_windows_exact(comfy, tiny_model, conds, clip_latent, whole_clip, kw):
     one, _ = video_sampler(comfy, tiny_model, conds, clip_latent, **kw)
-    chunked, _ = video_sampler(comfy, tiny_model, conds, clip_latent, frames_per_batch=2, **kw)
+    windowed, _ = video_sampler(comfy, tiny_model, conds, clip_latent, frames_per_batch=2, **kw)
     if "bank_dtype" in kw:       # a bfloat16 bank rounds the carried frames: close, not exact
-        assert 1e-6 < rel_diff(chunked, one) <= 2e-2
+        assert 1e-6 < rel_diff(windowed, one) <= 2e-2
         return
-    assert rel_diff(chunked, one) <= TOL
+    assert rel_diff(windowed, one) <= TOL
     if "bank_device" not in kw:
         assert rel_diff(one, whole_clip) > 1e-3   # each option really changes something

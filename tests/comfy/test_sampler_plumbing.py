@@ -3,38 +3,7 @@ hints per window, interruption and per-frame conditioning: test_windows.py)."""
 import pytest
 import torch
 
-from graph_helpers import rel_diff, video_sampler
-
-
-@pytest.fixture(scope="module")
-def recording_control(comfy):
-    import comfy.controlnet
-
-    class RecordingControl(comfy.controlnet.ControlBase):
-        """Adds nothing to the U-Net; records which hints each model call was given."""
-
-        def __init__(self, log, name):
-            super().__init__()
-            self.log, self.name = log, name
-
-        def copy(self):
-            c = RecordingControl(self.log, self.name)
-            self.copy_to(c)
-            return c
-
-        def get_control(self, x_noisy, t, cond, batched_number, transformer_options):
-            if self.previous_controlnet is not None:
-                self.previous_controlnet.get_control(x_noisy, t, cond, batched_number, transformer_options)
-            per_chunk = x_noisy.shape[0] // batched_number
-            ids = comfy.controlnet.broadcast_image_to(self.cond_hint_original, per_chunk, 1)[:, 0, 0, 0]
-            self.log.append((self.name, tuple(int(v) for v in ids)))
-            return None
-
-    return RecordingControl
-
-
-def with_hints(conds, control):
-    return [[t, {**extra, "control": control}] for t, extra in conds]
+from graph_helpers import rel_diff, video_sampler, with_hints
 
 
 def test_hint_batch_of_another_length_is_an_error(comfy, tiny_model, conds, clip_latent, recording_control):

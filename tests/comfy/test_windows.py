@@ -7,7 +7,7 @@ import logging
 import pytest
 import torch
 
-from graph_helpers import ksampler, latent_from_batch, patch, rel_diff, store, video_sampler
+from graph_helpers import ksampler, latent_from_batch, patch, rel_diff, store, video_sampler, with_hints
 
 TOL = 1e-4
 SAMPLERS = ["euler", "heun", "dpmpp_2m", "euler_ancestral", "dpmpp_sde"]
@@ -117,37 +117,6 @@ def test_manual_store_patch_graph_with_core_windows_equals_batch_video_sampler(c
         rest = ksampler(comfy, model, conds, latent_from_batch(comfy, clip_latent, 1, 4), steps=3)
         assert max(sizes) <= 2 * 3                            # windows, not the 4 frames at once
         assert rel_diff(rest["samples"], whole["samples"][1:]) <= TOL, schedule
-
-
-@pytest.fixture(scope="module")
-def recording_control(comfy):
-    import comfy.controlnet
-
-    class RecordingControl(comfy.controlnet.ControlBase):
-        """Adds nothing to the U-Net; records which hints each model call was given."""
-
-        def __init__(self, log, name):
-            super().__init__()
-            self.log, self.name = log, name
-
-        def copy(self):
-            c = RecordingControl(self.log, self.name)
-            self.copy_to(c)
-            return c
-
-        def get_control(self, x_noisy, t, cond, batched_number, transformer_options):
-            if self.previous_controlnet is not None:
-                self.previous_controlnet.get_control(x_noisy, t, cond, batched_number, transformer_options)
-            per_chunk = x_noisy.shape[0] // batched_number
-            ids = comfy.controlnet.broadcast_image_to(self.cond_hint_original, per_chunk, 1)[:, 0, 0, 0]
-            self.log.append((self.name, tuple(int(v) for v in ids)))
-            return None
-
-    return RecordingControl
-
-
-def with_hints(conds, control):
-    return [[t, {**extra, "control": control}] for t, extra in conds]
 
 
 @pytest.mark.parametrize("windows", ["ours", "core batched", "core overlapping"])

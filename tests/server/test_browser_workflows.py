@@ -499,9 +499,12 @@ def test_browser_reports_missing_nodes(browser, frontend, comfy_server, pack_nod
 
 
 @pytest.fixture(scope="module")
-def server_without_pack(comfyui_path, cfa_base):
-    """A second server over the same base directory with every custom node disabled (this pack too)."""
-    base, _ = cfa_base
+def server_without_pack(comfyui_path, tmp_path_factory):
+    """A second server with every custom node disabled (this pack too), over a base directory of its own with
+    empty model folders, as on a fresh install: the frontend's default workflow then finds its models missing
+    and probes their downloads (with model files present it silently picks them instead)."""
+    base = tmp_path_factory.mktemp("comfy_base_without_pack")
+    kit.prepare_base_directory(base)
     server = kit.ComfyServer(comfyui_path, base, extra_args=["--disable-all-custom-nodes"])
     server.start()
     try:
