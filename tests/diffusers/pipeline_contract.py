@@ -1,0 +1,207 @@
+"""What every cross-frame ControlNet video pipeline must do, written once for the SD and the SDXL one.
+
+`VideoPipelineContract` holds the shared tests. A test module runs them for its pipeline by subclassing it as
+`class TestVideoPipelineContract(VideoPipelineContract)` and setting the class attributes below; the tests take
+that module's fixtures:
+    parts      -- module-scoped tiny components of the pipeline (never mutated by these tests)
+    clip       -- dict with "frames" and "controls" (FRAMES random PIL images each) and the prompt embeddings
+    reference  -- reference(guidance=..., prefixes=..., anchors=..., include_self=..., active=...) -> latents of
+                  the plain frame-by-frame implementation of the method (tiny.frame_by_frame), cached
+Pipeline-specific checks stay in the pipeline's own test module.
+
+Comparisons are on the final latents (output_type="latent"), fp32, DDIM (eta 0), FRAMES frames of 32x32,
+3 denoising steps.
+"""
+from __future__ import annotations
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+import cfa_diffusers_tiny as tiny
+from cross_frame_attention import CrossFrameError
+
+# Max |difference| relative to the output's max |value| (latents reach about 12 to 14 here). Measured on CPU
+# fp32 (diffusers 0.42, torch 2.14): <= 2e-6 between paths that must agree, 0.04 to 0.2 per frame where the
+# method acts.
+TOL = 1e-4
+FRAMES = 4
+SEED = 3
+
+
+def assert_untouched(pipe, before):
+    """The U-Net has exactly the processors `before` again, no step hook, and no clip state is left."""
+    after = pipe.unet.attn_processors
+    assert after.keys() == before.keys()
+    assert all(after[k] is before[k] for k in before), "the U-Net's processors were not restored"
+    assert not pipe.unet._forward_pre_hooks, "the step hook was left on the U-Net"
+    assert pipe._cfa_clip is None
+
+
+def assert_rejected(pipe, edit, clip, kwargs, match):
+    """edit(pipe, clip, **kwargs) raises a CrossFrameError (a ValueError) matching `match`, U-Net untouched."""
+    before = dict(pipe.unet.attn_processors)
+    kwargs = dict(kwargs)
+    fpb = kwargs.pop("frames_per_batch", 0)
+    with pytest.raises(ValueError, match=match) as info:
+        edit(pipe, clip, fpb, **kwargs)
+    assert isinstance(info.value, CrossFrameError)
+    assert_untouched(pipe, before)
+
+
+class VideoPipelineContract:
+    """Shared tests; a subclass named Test... in a test module sets these and gets them collected."""
+
+    pipeline: type = None       # the cross-frame pipeline class under test
+    stock: type = None          # its parent, the stock diffusers ControlNet img2img pipeline
+    # after_images: what return_dict=False gives after the images ([None]: SD's nsfw flags without a checker)
+    after_images: list = []
+
+    @staticmethod
+    def edit(pipe, clip, frames_per_batch=0, generator=None, **kwargs):
+        """Run `pipe` on the clip (output_type "latent" and the clip's embeddings unless given) -> images."""
+        raise NotImplementedError
+
+    @staticmethod
+    def plain_edit(parts, clip, guidance=None):
+        """The stock pipeline over the whole clip as one batch, seed SEED, latents (guidance: its default)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def text_parts(tmp_path):
+        """Tiny components with text encoders and tokenizers (files written into tmp_path)."""
+        raise NotImplementedError
+
+    # -- frame 0 is the stock pipeline's; later frames are the method's ------------------------------------------
+    def test_frame_zero_is_the_stock_pipeline_and_later_frames_change(self, parts, clip, reference):
+        out = self.edit(tiny.make(self.pipeline, parts), clip)
+        plain = self.plain_edit(parts, clip)
+        assert out.shape == (FRAMES, 4, tiny.SIZE // 2, tiny.SIZE // 2)
+        assert tiny.rel_diff(out[:1], plain[:1]) <= TOL      # same noise and conditioning as the stock pipeline
+        for i in range(1, FRAMES):
+            assert tiny.rel_diff(out[i:i + 1], plain[i:i + 1]) > 3e-2   # later frames really attend elsewhere
+        assert tiny.rel_diff(reference(), plain) > 3e-2      # the reference itself is not the plain pipeline
+
+    # -- sequential equals batched -------------------------------------------------------------------------------
+    @pytest.mark.parametrize("frames_per_batch", [0, 1, 2, 3])
+    def test_equals_frame_by_frame_reference(self, parts, clip, reference, frames_per_batch):
+        out = self.edit(tiny.make(self.pipeline, parts), clip, frames_per_batch)
+        assert out.shape == (FRAMES, 4, tiny.SIZE // 2, tiny.SIZE // 2)
+        assert tiny.rel_diff(out, reference()) <= TOL
+
+    @pytest.mark.parametrize("frames_per_batch", [0, 2])
+    def test_guidance_scale_one_equals_reference_without_cfg(self, parts, clip, reference, frames_per_batch):
+        out = self.edit(tiny.make(self.pipeline, parts), clip, frames_per_batch, guidance_scale=1.0)
+        assert tiny.rel_diff(out, reference(guidance=1.0)) <= TOL
+        assert tiny.rel_diff(out, reference()) > 1e-3       # the guidance really changed something
+        assert tiny.rel_diff(out[1:], self.plain_edit(parts, clip, guidance=1.0)[1:]) > 1e-2
+
+    @pytest.mark.parametrize("frames_per_batch,options,expected", [
+        (2, dict(blocks="input+middle+output"), dict(prefixes=("down_blocks", "mid_block", "up_blocks"))),
+        (1, dict(blocks="input"), dict(prefixes=("down_blocks",))),
+        (1, dict(anchors="first", include_self=True), dict(anchors="first", include_self=True)),
+        (3, dict(anchors="previous"), dict(anchors="previous")),
+        # percent 0.6 of the noise schedule is timestep 0.4 * 999: the step at 501 runs plain, 251 and 1 don't
+        (1, dict(start_percent=0.6), dict(active=0.4 * 999)),
+        (3, dict(start_percent=0.6, anchors="first", include_self=True),
+         dict(active=0.4 * 999, anchors="first", include_self=True)),
+    ], ids=["all-blocks", "input-blocks", "first+self", "previous", "start-percent", "start-percent+first+self"])
+    def test_options_equal_reference(self, parts, clip, reference, frames_per_batch, options, expected):
+        out = self.edit(tiny.make(self.pipeline, parts), clip, frames_per_batch, **options)
+        assert tiny.rel_diff(out, reference(**expected)) <= TOL
+        assert tiny.rel_diff(out, reference()) > 1e-3  # the option really changed something
+
+    # -- processors: ours during the call only, restored after it (also on errors) -------------------------------
+    @pytest.mark.parametrize("frames_per_batch,blocks,prefixes", [
+        (0, "middle+output", ("mid_block", "up_blocks")),
+        (2, None, ("up_blocks",)),
+    ], ids=["middle+output-whole-clip", "default-blocks-chunks-of-2"])
+    def test_processors_are_ours_during_the_call_only(self, parts, clip, frames_per_batch, blocks, prefixes):
+        pipe = tiny.make(self.pipeline, parts)
+        before = dict(pipe.unet.attn_processors)
+        seen = {}
+
+        def spy(p, i, t, kwargs):
+            seen[i] = {k: type(v).__name__ for k, v in p.unet.attn_processors.items()}
+            return kwargs
+
+        options = {} if blocks is None else dict(blocks=blocks)
+        self.edit(pipe, clip, frames_per_batch, callback_on_step_end=spy, **options)
+        ours = {k for k, v in seen[0].items() if v == "CrossFrameAttnProcessor"}
+        assert ours == {k for k in before if ".attn1." in k and k.startswith(prefixes)}
+        assert ours
+        assert_untouched(pipe, before)
+
+    def test_processors_restored_when_the_call_fails(self, parts, clip, reference):
+        pipe = tiny.make(self.pipeline, parts)
+        before = dict(pipe.unet.attn_processors)
+
+        def boom(p, i, t, kwargs):
+            if p._cfa_clip.current[0] == 2 and i == 1:
+                raise RuntimeError("stop in the second chunk")
+            return kwargs
+
+        with pytest.raises(RuntimeError, match="second chunk"):
+            self.edit(pipe, clip, 2, callback_on_step_end=boom)
+        assert_untouched(pipe, before)
+        assert tiny.rel_diff(self.edit(pipe, clip, 2), reference()) <= TOL  # and the next call is clean
+
+    # -- input checks --------------------------------------------------------------------------------------------
+    @pytest.mark.parametrize("kwargs,match", [
+        (dict(images=[]), "no images"),
+        (dict(images=None), "no images"),
+        (dict(control_images=None), "control_images is missing"),
+        (dict(control_images=tiny.random_frames(FRAMES - 1, seed=1)), "3 control images for 4 images"),
+        (dict(images=tiny.random_frames(3, seed=1) + tiny.random_frames(1, seed=2, size=48)), "different sizes"),
+        (dict(control_images=tiny.random_frames(FRAMES, seed=1, size=48)), "same size as the frames"),
+        (dict(generator=[torch.Generator()] * 3), "3 generators for 4 frames"),
+        (dict(blocks="decoder"), "not a block choice"),
+        (dict(anchors="last"), "anchors"),
+        (dict(frames_per_batch=-1), "frames_per_batch"),
+        (dict(num_images_per_prompt=2), "num_images_per_prompt"),
+        (dict(image=tiny.random_frames(1, seed=1)), "images="),
+        (dict(control_image=tiny.random_frames(1, seed=1)), "images="),
+        (dict(prompt="a cat"), "one of the two"),
+        (dict(prompt_embeds=torch.zeros(3, tiny.TEXT_LEN, tiny.TEXT_DIM)), "3 rows for 4 frames"),
+    ], ids=["empty", "none", "no-control", "control-count", "frame-sizes", "control-size", "generators", "blocks",
+            "anchors", "frames-per-batch", "images-per-prompt", "image-kwarg", "control-image-kwarg",
+            "prompt-and-embeds", "embed-rows"])
+    def test_bad_input_raises_a_clear_value_error(self, parts, clip, kwargs, match):
+        assert_rejected(tiny.make(self.pipeline, parts), self.edit, clip, kwargs, match)
+
+    # -- text prompts, output types ------------------------------------------------------------------------------
+    def test_text_prompts_and_output_types(self, tmp_path, clip):
+        pipe = tiny.make(self.pipeline, self.text_parts(tmp_path))
+        common = dict(images=clip["frames"], control_images=clip["controls"], strength=tiny.STRENGTH,
+                      num_inference_steps=tiny.STEPS, negative_prompt="blue dog")
+
+        def run(**kw):
+            return pipe(generator=torch.Generator().manual_seed(SEED), **common, **kw)
+
+        pil = run(prompt="a photo of a red cat").images
+        assert isinstance(pil, list) and len(pil) == FRAMES
+        assert all(isinstance(im, PIL.Image.Image) and im.size == (tiny.SIZE, tiny.SIZE) for im in pil)
+        whole = run(prompt="a photo of a red cat", output_type="np").images
+        assert isinstance(whole, np.ndarray) and whole.shape == (FRAMES, tiny.SIZE, tiny.SIZE, 3)
+        chunked, *rest = run(prompt="a photo of a red cat", output_type="np", frames_per_batch=3,
+                             return_dict=False)
+        assert rest == self.after_images
+        assert np.abs(chunked - whole).max() <= 1e-4
+        assert np.abs(np.asarray(pil[2], dtype=np.float32) / 255 - whole[2]).max() <= 1 / 255 + 1e-6
+        pt = run(prompt="a photo of a red cat", output_type="pt", frames_per_batch=1).images
+        assert pt.shape == (FRAMES, 3, tiny.SIZE, tiny.SIZE)
+        assert np.abs(pt.permute(0, 2, 3, 1).numpy() - whole).max() <= 1e-4
+        per_frame = run(prompt=["a red cat", "a red cat", "a blue dog", "a blue dog"], output_type="np",
+                        frames_per_batch=2).images
+        cat = run(prompt="a red cat", output_type="np").images
+        assert np.abs(per_frame[:2] - cat[:2]).max() <= 1e-4
+        assert np.abs(per_frame[2:] - cat[2:]).max() > 1e-3
+        with pytest.raises(ValueError, match="3 prompts for 4 frames"):
+            run(prompt=["a", "b", "c"])
+
+    def test_loads_as_its_parent(self, parts):
+        pipe = tiny.make(self.stock, parts)
+        cross = self.pipeline.from_pipe(pipe)
+        assert isinstance(cross, self.pipeline) and isinstance(cross, self.stock)
+        assert cross.unet is pipe.unet and cross.controlnet is pipe.controlnet
