@@ -104,6 +104,9 @@ class FrameRun:
         self.carry = WindowCarry()          # anchors of earlier windows of the current model evaluation
         self._in_evaluation = False
         self._spans: dict[tuple, tuple[int, int]] = {}
+        # Whether any patched layer asked for its keys/values: a run that samples but never gets here changed
+        # nothing, which the caller reports rather than returning plain frames as if the method had acted.
+        self.reached = False
 
     # -- per model evaluation (set by whoever splits an evaluation into windows) ------------------------
     def begin_evaluation(self) -> None:
@@ -233,6 +236,7 @@ class FrameRun:
         `frames`: the clip frames (consecutive) this call holds when a model evaluation is split into
         windows; None = the whole clip. Window frames attend to frames held by earlier windows of the same
         evaluation through the carry (see windows.py)."""
+        self.reached = True
         plan, opts = self.plan, self.options
         start, stop = (0, plan.frames) if frames is None else self._span(frames)
         groups = self._groups(cond_or_uncond, x.shape[0], ids, stop - start)

@@ -17,7 +17,7 @@ from comfy.patcher_extension import WrappersMP
 from ..attention import FrameRun, RunPlan
 from ..attention.errors import CrossFrameError
 from ..attention.options import AUTO_BLOCKS
-from .family import CrossFramePatch, Family
+from .family import SUPPORTED, CrossFramePatch, Family
 from .family_flux import FluxFamily
 from .family_qwen import QwenImageFamily
 from .family_unet import Attn1Patch, UNetFamily, self_attention_count  # noqa: F401 (re-exported)
@@ -118,6 +118,14 @@ def patch_model(model, blocks: frozenset, who: str, plan_for_run: PlanFactory,
                 handler.cleanup()
             if run_finished is not None:
                 run_finished(run)
+        if not run.reached and len(sigmas) > 1:
+            family = family_of(sampled)
+            raise CrossFrameError(
+                f"{who}: sampling finished without any self-attention of the chosen blocks "
+                f"('{'+'.join(sorted(patch.blocks))}') calling the pack's patch, so cross-frame attention changed "
+                f"nothing on this {family.name} model. Either this ComfyUI build's blocks do not call the "
+                f"attention patch (supported: {SUPPORTED}), or another node upstream of the sampler removes "
+                "model patches; sample the patched model without that node.")
         if run_succeeded is not None:
             run_succeeded(plan, out)
         return out

@@ -133,6 +133,35 @@ def test_models_without_patchable_self_attention_are_refused(comfy, tiny_model, 
         check.check_supported(FakeModel(), frozenset({"output"}), "Batch Video Sampler")
 
 
+def _without_attention_patches(model):
+    """A clone whose model calls drop every attn1 patch (standing in for a ComfyUI build whose blocks never
+    call the patch, or a node that strips patches), through core's public U-Net function wrapper."""
+    stripped = model.clone()
+
+    def drop_patches(apply_model, args):
+        c = dict(args["c"])
+        options = dict(c.get("transformer_options", {}))
+        options["patches"] = {k: v for k, v in options.get("patches", {}).items() if k != "attn1_patch"}
+        c["transformer_options"] = options
+        return apply_model(args["input"], args["timestep"], **c)
+    stripped.set_model_unet_function_wrapper(drop_patches)
+    return stripped
+
+
+def test_a_run_that_never_reaches_the_patch_is_an_error(comfy, tiny_model, conds, clip_latent):
+    """Not a silent no-op: sampling that never called the patch (so the clip is plain sampling) stops with
+    an error naming the node, for the video sampler and for the Store reference alike."""
+    stripped = _without_attention_patches(tiny_model)
+    with pytest.raises(ValueError, match="Batch Video Sampler: sampling finished without any self-attention of "
+                                         "the chosen blocks.*changed nothing on this SD U-Net model"):
+        video_sampler(comfy, stripped, conds, clip_latent, steps=1)
+    store_model, state = store(comfy, stripped)
+    with pytest.raises(ValueError, match="Store Reference Attention: sampling finished without"):
+        ksampler(comfy, store_model, conds, latent_from_batch(comfy, clip_latent, 0, 1), steps=1)
+    assert not state.filled                      # nothing was published as a reference
+    video_sampler(comfy, tiny_model, conds, clip_latent, steps=1)   # the unstripped model is fine
+
+
 def test_option_errors_name_the_node(comfy, tiny_model, conds, clip_latent):
     with pytest.raises(ValueError, match="^Batch Video Sampler: start_percent=0.8 and end_percent=0.2"):
         video_sampler(comfy, tiny_model, conds, clip_latent, start_percent=0.8, end_percent=0.2, steps=1)
