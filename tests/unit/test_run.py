@@ -7,17 +7,9 @@ from cross_frame_attention import (AttentionBank, ClipPlanner, CrossFrameError, 
                                    CrossFrameState, FrameRun, RunPlan)
 
 import toy_unet as toy
+from toy_unet import group_of
 
 LAYOUTS = [[0, 1], [1, 0], [0], [0, 0, 1]]
-
-
-def group_of(layout):
-    """Conditioning id -> (flag, index among that flag's conds), as the ComfyUI adapter builds from uuids."""
-    seen, out = {}, {}
-    for i, flag in enumerate(layout):
-        out[i] = (flag, seen.get(flag, 0))
-        seen[flag] = seen.get(flag, 0) + 1
-    return out
 
 
 def kv_of(plan, layout):

@@ -7,16 +7,9 @@ from cross_frame_attention import CrossFrameError, CrossFrameOptions, FrameRun, 
 from cross_frame_attention.windows import largest_window, window_bounds
 
 import toy_unet as toy
+from toy_unet import group_of
 
 TOL = 1e-5
-
-
-def group_of(layout):
-    seen, out = {}, {}
-    for i, flag in enumerate(layout):
-        out[i] = (flag, seen.get(flag, 0))
-        seen[flag] = seen.get(flag, 0) + 1
-    return out
 
 
 def clip(frames=5, seed=3):

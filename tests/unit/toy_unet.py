@@ -8,6 +8,15 @@ TOKENS, CHANNELS, LAYERS = 12, 8, 3
 SIGMAS = [10.0, 5.0, 2.0, 0.7]
 
 
+def group_of(layout):
+    """Conditioning id -> (flag, index among that flag's conds), as the ComfyUI adapter builds from uuids."""
+    seen, out = {}, {}
+    for i, flag in enumerate(layout):
+        out[i] = (flag, seen.get(flag, 0))
+        seen[flag] = seen.get(flag, 0) + 1
+    return out
+
+
 def make_weights(seed=0):
     g = torch.Generator().manual_seed(seed)
     scale = CHANNELS ** -0.5
