@@ -9,7 +9,6 @@ Usage: python benchmarks/measure_speed.py [--frames 100] [--size 512] [--threads
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -21,17 +20,8 @@ import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "footage"))  # the footage helper only; never the repo root
-
-
-def load_consistency():
-    """The package of this checkout, by path (the repo root must not go on sys.path: ComfyUI's `nodes`)."""
-    spec = importlib.util.spec_from_file_location("cfa_consistency", REPO / "consistency" / "__init__.py",
-                                                  submodule_search_locations=[str(REPO / "consistency")])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["cfa_consistency"] = module
-    spec.loader.exec_module(module)
-    return module
+sys.path.insert(0, str(REPO / "tests" / "footage"))  # the footage helpers only; never the repo root
+from cfa_checkout import load_consistency  # noqa: E402
 
 
 def frames(count: int, size: int) -> tuple[np.ndarray, str]:

@@ -12,7 +12,6 @@ Usage: python scripts/make_consistency_plot.py [--out docs/measure_consistency_e
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -22,16 +21,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "footage"))  # the footage helper only; never the repo root
 import cfa_footage  # noqa: E402
-
-
-def load_consistency():
-    """The package of this checkout, by path (the repo root must not go on sys.path: ComfyUI's `nodes`)."""
-    spec = importlib.util.spec_from_file_location("cfa_consistency", REPO / "consistency" / "__init__.py",
-                                                  submodule_search_locations=[str(REPO / "consistency")])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["cfa_consistency"] = module
-    spec.loader.exec_module(module)
-    return module
+from cfa_checkout import load_consistency  # noqa: E402
 
 
 def inject_flicker(source: np.ndarray, seed: int = 0) -> np.ndarray:

@@ -4,7 +4,6 @@ pack may point at another worktree), and the real-footage clips (skip, saying wh
 Only tests/footage goes on sys.path, never the repo root (ComfyUI has a top-level module `nodes`)."""
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -15,19 +14,9 @@ FOOTAGE = REPO / "tests" / "footage"
 if str(FOOTAGE) not in sys.path:
     sys.path.insert(0, str(FOOTAGE))
 
+from cfa_checkout import load_consistency  # noqa: E402
 
-def _load_consistency():
-    name = "cfa_consistency"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO / "consistency" / "__init__.py",
-                                                      submodule_search_locations=[str(REPO / "consistency")])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_load_consistency()
+load_consistency()
 
 import cfa_footage  # noqa: E402
 

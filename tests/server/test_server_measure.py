@@ -3,7 +3,6 @@ through core LoadVideo; the node's plot and summary appear in /history, its JSON
 measurement run here on the same frames, and a size mismatch stops with an error naming the node."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import sys
@@ -19,6 +18,7 @@ FOOTAGE = REPO / "tests" / "footage"
 if str(FOOTAGE) not in sys.path:
     sys.path.insert(0, str(FOOTAGE))
 import cfa_footage  # noqa: E402
+from cfa_checkout import load_consistency  # noqa: E402
 
 NODE = "CFA_MeasureTemporalConsistency"
 FRAMES = 30  # bikes.mp4 before its first scene cut
@@ -32,18 +32,6 @@ def bikes_in_input(comfy_server):
         pytest.skip(str(exc))
     yield path.name
     path.unlink(missing_ok=True)
-
-
-def _measurement():
-    """The package from this checkout (by path: the editable install may point at another worktree)."""
-    name = "cfa_consistency"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO / "consistency" / "__init__.py",
-                                                      submodule_search_locations=[str(REPO / "consistency")])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 def _prompt(video, measure_inputs, extra=None):
@@ -79,7 +67,7 @@ def test_measure_node_on_real_footage(comfy_server, pack_nodes, bikes_in_input):
     report = json.loads(outputs["5"]["text"][0])
     assert report["frames"] == FRAMES and (report["width"], report["height"]) == (640, 272)
     assert report["text"] == summary
-    local = _measurement().measure_consistency(cfa_footage.decode("bikes", FRAMES)).summary()
+    local = load_consistency().measure_consistency(cfa_footage.decode("bikes", FRAMES)).summary()
     served = report["summary"]
     assert served["flow_magnitude_mean"] == pytest.approx(local["flow_magnitude_mean"], rel=0.02)
     assert served["result"]["warp_error_mean"] == pytest.approx(local["result"]["warp_error_mean"], rel=0.05)
