@@ -76,6 +76,28 @@ def setup_comfy(cpu: bool):
     return comfy_nodes
 
 
+def random_weights_(module, generator) -> None:
+    """Matrices ~ N(0, 1/fan_in), norm weights/scales 1, biases 0: activations keep their scale through any
+    depth. Values are drawn on the generator's device (a GPU generator for the 12B-parameter DiTs)."""
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if p.ndim >= 2:
+                values = torch.randn(p.shape, generator=generator, device=generator.device)
+                p.copy_(values.div_(math.sqrt(p[0].numel())))
+            elif name.endswith("weight") or name.endswith("scale"):
+                p.fill_(1.0)
+            else:
+                p.zero_()
+
+
+def write_report(report: dict, path: str) -> None:
+    """Print the report, and write it to `path` as JSON when one is given."""
+    text = json.dumps(report, indent=1)
+    print(text)
+    if path:
+        Path(path).write_text(text)
+
+
 def build_model(shape: str, device, dtype):
     import comfy.latent_formats
     import comfy.model_base
@@ -93,15 +115,7 @@ def build_model(shape: str, device, dtype):
     config.set_inference_dtype(dtype, None)
     model_cls = comfy.model_base.SDXL if spec["pooled"] else comfy.model_base.BaseModel
     model = model_cls(config, device=device)
-    g = torch.Generator(device="cpu").manual_seed(0)
-    with torch.no_grad():
-        for name, p in model.diffusion_model.named_parameters():
-            if p.ndim >= 2:
-                p.copy_((torch.randn(p.shape, generator=g) / math.sqrt(p[0].numel())).to(p.dtype))
-            elif name.endswith("weight"):
-                p.fill_(1.0)
-            else:
-                p.zero_()
+    random_weights_(model.diffusion_model, torch.Generator(device="cpu").manual_seed(0))
     model.eval()
     return comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=device)
 
@@ -266,9 +280,7 @@ def main():
         report.update({"device": torch.cuda.get_device_name() if not cpu else "cpu", "torch": torch.__version__,
                        "dtype": "float32" if cpu else "float16", "sampler": "euler", "cfg": a.cfg,
                        "wall_seconds": time.perf_counter() - t0})
-        print(json.dumps(report, indent=1))
-        if a.json:
-            Path(a.json).write_text(json.dumps(report, indent=1))
+        write_report(report, a.json)
         return
     import comfy.sample
     device = torch.device("cpu" if cpu else "cuda")
@@ -317,9 +329,7 @@ def main():
     report = {"device": torch.cuda.get_device_name() if not cpu else "cpu", "torch": torch.__version__,
               "shape": a.shape, "px": SHAPES[a.shape]["px"], "frames": a.frames, "steps": a.steps, "cfg": a.cfg,
               "dtype": str(dtype), "sampler": "euler", "output_scale": scale, "results": results}
-    print(json.dumps(report, indent=1))
-    if a.json:
-        Path(a.json).write_text(json.dumps(report, indent=1))
+    write_report(report, a.json)
 
 
 if __name__ == "__main__":

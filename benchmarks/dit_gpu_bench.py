@@ -19,8 +19,6 @@ downloaded. Every number of one invocation comes from the same process on the sa
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -29,7 +27,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from comfy_gpu_bench import against_plain, measure, setup_comfy  # noqa: E402  (shared with the U-Net bench)
+from comfy_gpu_bench import against_plain, measure, random_weights_, setup_comfy, write_report  # noqa: E402
 
 SHAPES = {
     # Flux.1-dev: 19 double + 38 single blocks, 3072 wide, 24 heads, T5 (4096) text, CLIP-L pooled (768).
@@ -68,15 +66,7 @@ def build_model(shape: str, device, dtype):
     config = Config(dict(unet))
     config.set_inference_dtype(dtype, None)
     model = (mb.QwenImage if spec["kind"] == "qwen" else mb.Flux)(config, device=device)
-    g = torch.Generator(device=device).manual_seed(0)
-    with torch.no_grad():
-        for name, p in model.diffusion_model.named_parameters():
-            if p.ndim >= 2:
-                p.normal_(0.0, 1.0 / math.sqrt(p[0].numel()), generator=g)
-            elif name.endswith("weight") or name.endswith("scale"):
-                p.fill_(1.0)
-            else:
-                p.zero_()
+    random_weights_(model.diffusion_model, torch.Generator(device=device).manual_seed(0))
     model.eval()
     return comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=device)
 
@@ -165,9 +155,7 @@ def main():
               "shape": a.shape, "latent": list(spec["latent"]), "frames": a.frames, "steps": a.steps, "cfg": cfg,
               "blocks": sorted(blocks), "dtype": str(dtype), "sampler": "euler/simple", "output_scale": scale,
               "results": results}
-    print(json.dumps(report, indent=1))
-    if a.json:
-        Path(a.json).write_text(json.dumps(report, indent=1))
+    write_report(report, a.json)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import sys
 import tempfile
 import time
@@ -32,7 +31,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from comfy_gpu_bench import SHAPES, build_model, conditioning, setup_comfy  # noqa: E402
+from comfy_gpu_bench import SHAPES, build_model, conditioning, setup_comfy, write_report  # noqa: E402
 
 SCHEMES = ("plain", "batch", "fpb2", "fpb4", "manual")
 
@@ -135,9 +134,7 @@ def main():
                   "effect_batch_vs_plain_1gpu": (float((outputs[(1, "batch")] - outputs[(1, "plain")]).abs().max())
                                                  if (1, "batch") in outputs and (1, "plain") in outputs else None),
                   "results": results}
-        print(json.dumps(report, indent=1))
-        if a.json:
-            Path(a.json).write_text(json.dumps(report, indent=1))
+        write_report(report, a.json)
 
 
 if __name__ == "__main__":
