@@ -8,20 +8,12 @@ import torch
 
 from .errors import CrossFrameError
 
-# U-Net block groups, named as ComfyUI names them in extra_options["block"][0].
-BLOCK_GROUPS = ("input", "middle", "output")
-# DiT block types (Flux / Flux.2: double- then single-stream blocks; Qwen-Image: double only), named as
-# ComfyUI names them in extra_options["block_type"]. A part may carry an index range, "double[30:]", read
-# like a Python slice over that type's blocks.
-DIT_GROUPS = ("double", "single")
-# "auto" is resolved by a front end that knows the model (U-Net: output; DiTs: see their family); the other
-# choices are every non-empty U-Net mix, then DiT presets. "output" (the decoder) is the classic U-Net choice.
+# Blocks are named by the front end that knows the model (the ComfyUI family registry, nodes/families/; the
+# diffusers processor): the core only parses a choice into parts "name" or "name[a:b]" (an index range read
+# like a Python slice over that kind's blocks) and answers "is this layer chosen?". "auto" is resolved by the
+# front end before options are built.
 AUTO_BLOCKS = "auto"
-UNET_BLOCK_CHOICES = ("output", "input", "middle", "input+middle", "input+output", "middle+output",
-                      "input+middle+output")
-DIT_BLOCK_CHOICES = ("single", "double", "double+single", "double[30:]")
-BLOCK_CHOICES = (AUTO_BLOCKS,) + UNET_BLOCK_CHOICES + DIT_BLOCK_CHOICES
-_DIT_PART = re.compile(r"^(double|single)(?:\[(\d*):(\d*)\])?$")
+_PART = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:\[(\d*):(\d*)\])?$")
 
 ANCHOR_CHOICES = ("first+previous", "first", "previous")
 BANK_DEVICE_CHOICES = ("auto", "cpu")
@@ -31,17 +23,14 @@ _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torc
 
 def _block_error(choice, who: str) -> CrossFrameError:
     return CrossFrameError(
-        f"{who}: blocks={choice!r} is not a block choice; use one of {', '.join(BLOCK_CHOICES)} (U-Net "
-        "groups input/middle/output, or DiT block types double/single with an optional index range such as "
-        "double[30:]; U-Net and DiT names don't mix).")
+        f"{who}: blocks={choice!r} is not a block choice; name the model's block groups joined by '+' "
+        "(for example output, input+output, single, double[30:]), or choose auto.")
 
 
 def check_block_parts(parts, choice, who: str) -> frozenset[str]:
-    """The parts as a frozenset, if they are all U-Net groups or all DiT block types (with ranges)."""
+    """The parts as a frozenset, if each is a block name with an optional index range."""
     parts = frozenset(parts)
-    unet = {p for p in parts if p in BLOCK_GROUPS}
-    dit = {p for p in parts if _DIT_PART.match(p)}
-    if not parts or unet | dit != parts or (unet and dit):
+    if not parts or not all(_PART.match(p) for p in parts):
         raise _block_error(choice, who)
     return parts
 
@@ -54,16 +43,17 @@ def parse_blocks(choice: str, who: str = "Cross-frame attention") -> frozenset[s
     return check_block_parts((part.strip() for part in str(choice).split("+") if part.strip()), choice, who)
 
 
-def is_dit_blocks(blocks) -> bool:
-    return any(_DIT_PART.match(p) for p in blocks)
+def block_names(blocks) -> frozenset[str]:
+    """The block kinds a choice names, ranges dropped: {"double[30:]", "single"} -> {"double", "single"}."""
+    return frozenset(m.group(1) for m in map(_PART.match, blocks) if m is not None)
 
 
 def block_selector(blocks):
-    """(block type or U-Net group, index) -> whether that layer is chosen. U-Net groups ignore the index; a
-    DiT part "double[a:b]" takes double blocks a <= index < b (either bound may be left out)."""
+    """(block kind, index) -> whether that layer is chosen. A plain part takes every index of its kind; a
+    part "double[a:b]" takes double blocks a <= index < b (either bound may be left out)."""
     whole, ranges = set(), []
     for part in blocks:
-        m = _DIT_PART.match(part)
+        m = _PART.match(part)
         if m is None or m.group(2) is None:
             whole.add(part if m is None else m.group(1))
         else:
@@ -96,6 +86,7 @@ class CrossFrameOptions:
     who: the node (or call) that chose them, named in every error message; not part of the options' value.
     """
 
+    # "output": the decoder, the method's classic choice, named alike by the diffusers processor and SD U-Nets
     blocks: frozenset = frozenset({"output"})
     anchors: str = "first+previous"
     include_self: bool = False

@@ -230,12 +230,13 @@ class FrameRun:
             return xs[:, 0]
         return self._carried(layer, groups, 0, x, start, stop)
 
-    def kv(self, layer, x: torch.Tensor, cond_or_uncond, sigma, ids=None, frames=None) -> torch.Tensor | None:
+    def kv(self, layer, x: torch.Tensor, cond_or_uncond, sigma, ids=None, frames=None,
+           out=None) -> torch.Tensor | None:
         """Key/value source for self-attention input `x` ([groups * F, T, C]) of `layer`, or None to
         leave the layer's ordinary self-attention alone. `ids`: the call's conditioning ids (see group_of).
         `frames`: the clip frames (consecutive) this call holds when a model evaluation is split into
         windows; None = the whole clip. Window frames attend to frames held by earlier windows of the same
-        evaluation through the carry (see windows.py)."""
+        evaluation through the carry (see windows.py). `out`: where to write the anchors (see assemble_kv)."""
         self.reached = True
         plan, opts = self.plan, self.options
         start, stop = (0, plan.frames) if frames is None else self._span(frames)
@@ -279,7 +280,7 @@ class FrameRun:
             prev0 = self._fetch(plan.prev, layer, groups, occurrences, s, x)
         else:
             prev0 = first if isinstance(first, torch.Tensor) else first[0][2]
-        kv = assemble_kv(x, g, first, prev0, opts.anchors, opts.include_self)
+        kv = assemble_kv(x, g, first, prev0, opts.anchors, opts.include_self, out)
         if frames is not None and stop < plan.frames:
             self._carry_forward(layer, groups, xs, start, stop)
         return kv

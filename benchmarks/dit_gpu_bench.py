@@ -14,7 +14,7 @@ downloaded. Every number of one invocation comes from the same process on the sa
 
   COMFYUI_PATH=$HOME/.cache/cfa/ComfyUI-0.30.0 python benchmarks/dit_gpu_bench.py --shape flux1 \
       --frames 8 --steps 20 --json flux1.json
-  (--shape qwen --cfg 2.5 for Qwen-Image; --shape tiny --cpu is a smoke run anywhere)
+  (--shape qwen for Qwen-Image, chroma, zimage for Z-Image-Turbo; --shape tiny --cpu is a smoke run anywhere)
 """
 from __future__ import annotations
 
@@ -41,6 +41,23 @@ SHAPES = {
                                         num_layers=60, attention_head_dim=128, num_attention_heads=24,
                                         joint_attention_dim=3584, axes_dims_rope=(16, 56, 56)),
                  latent=(16, 1, 128, 128), text=(256, 3584), pooled=None, cfg=2.5),
+    # Chroma (Flux.1-schnell derived): 19 double + 38 single blocks without per-block modulation, a distilled
+    # guidance layer (5 layers, 5120 wide) making every block's modulation; T5 text; real CFG.
+    "chroma": dict(kind="chroma", unet=dict(image_model="chroma", in_channels=64, out_channels=64,
+                                            context_in_dim=4096, hidden_size=3072, mlp_ratio=4.0, num_heads=24,
+                                            depth=19, depth_single_blocks=38, axes_dim=[16, 56, 56],
+                                            theta=10000, patch_size=2, qkv_bias=True, in_dim=64, out_dim=3072,
+                                            hidden_dim=5120, n_layers=5, txt_ids_dims=[], vec_in_dim=None),
+                   latent=(16, 128, 128), text=(512, 4096), pooled=None, cfg=4.0),
+    # Z-Image-Turbo: NextDiT, 30 main layers + 2 noise and 2 context refiners, 3840 wide, 30 heads, Qwen3-4B
+    # (2560) text, image tokens padded to a multiple of 32; guidance-distilled (cfg 1).
+    "zimage": dict(kind="zimage", unet=dict(image_model="lumina2", patch_size=2, in_channels=16, dim=3840,
+                                            n_layers=30, n_refiner_layers=2, n_heads=30, n_kv_heads=30,
+                                            qk_norm=True, cap_feat_dim=2560, axes_dims=[32, 48, 48],
+                                            axes_lens=[1536, 512, 512], rope_theta=256.0,
+                                            ffn_dim_multiplier=8.0 / 3.0, z_image_modulation=True,
+                                            time_scale=1000.0, pad_tokens_multiple=32),
+                   latent=(16, 128, 128), text=(128, 2560), pooled=None, cfg=1.0),
     "tiny": dict(kind="flux", unet=dict(image_model="flux", in_channels=16, out_channels=16, vec_in_dim=32,
                                         context_in_dim=32, hidden_size=64, mlp_ratio=2.0, num_heads=4, depth=2,
                                         depth_single_blocks=2, axes_dim=[4, 6, 6], theta=10000, patch_size=2,
@@ -65,7 +82,8 @@ def build_model(shape: str, device, dtype):
 
     config = Config(dict(unet))
     config.set_inference_dtype(dtype, None)
-    model = (mb.QwenImage if spec["kind"] == "qwen" else mb.Flux)(config, device=device)
+    model_class = {"qwen": mb.QwenImage, "chroma": mb.Chroma, "zimage": mb.Lumina2}.get(spec["kind"], mb.Flux)
+    model = model_class(config, device=device)
     random_weights_(model.diffusion_model, torch.Generator(device=device).manual_seed(0))
     model.eval()
     return comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=device)
@@ -111,7 +129,6 @@ def main():
     sampler = comfy_nodes.NODE_CLASS_MAPPINGS["CFA_BatchVideoSampler"]
     patch_mod = sys.modules[sampler.__module__.rsplit(".", 1)[0] + ".comfy_patch"]
     blocks = patch_mod.resolve_blocks(model, a.blocks)
-    blocks = frozenset(blocks.split("+")) if isinstance(blocks, str) else blocks
     selects = patch_mod.family_of(model.model).make_patch(blocks, "bench").selects
 
     def ksample(m, steps):
@@ -136,7 +153,18 @@ def main():
             if pe is not None:
                 out["pe"] = torch.cat([pe, pe], dim=2)
             return out
-        m.set_model_attn1_patch(doubled)
+
+        def doubled_override(func, *args, **kwargs):
+            """Z-Image: keys arrive after RoPE in the attention override; main layers name their block."""
+            options = kwargs.get("transformer_options") or {}
+            if "block_type" not in options or not selects(options["block_type"], options["block_index"]):
+                return func(*args, **kwargs)
+            q, k, v = args[:3]
+            return func(q, torch.cat([k, k], dim=2), torch.cat([v, v], dim=2), *args[3:], **kwargs)
+        if spec["kind"] == "zimage":
+            m.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = doubled_override
+        else:
+            m.set_model_attn1_patch(doubled)
         return lambda steps: ksample(m, steps)
 
     schemes = {"plain": lambda steps: ksample(model, steps), "floor_cat": floor_cat(), "batch": video(0),

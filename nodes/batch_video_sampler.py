@@ -101,7 +101,7 @@ class BatchVideoSampler(io.ComfyNode):
                 denoise, frames_per_batch, anchors, include_self, blocks, start_percent, end_percent,
                 bank_device, bank_dtype, output_state, anchor_every=0, state=None,
                 reference_latent=None) -> io.NodeOutput:
-        options = CrossFrameOptions(blocks=resolve_blocks(model, blocks), anchors=anchors,
+        options = CrossFrameOptions(blocks=resolve_blocks(model, blocks, NAME), anchors=anchors,
                                     include_self=include_self,
                                     start_percent=start_percent, end_percent=end_percent,
                                     bank_device=bank_device, bank_dtype=bank_dtype, anchor_every=anchor_every,

@@ -1,11 +1,11 @@
-"""The ComfyUI side of the method: an attn1 patch plus an OUTER_SAMPLE wrapper, through the public patch API.
+"""The ComfyUI side of the method: the model family's patch plus an OUTER_SAMPLE wrapper, through the public
+patch API.
 
-The patch (ModelPatcher.set_model_attn1_patch) comes from the model's family adapter (family_unet.py,
-family_flux.py, family_qwen.py, dispatched by model class below); it rewrites the self-attention K/V of the
-chosen blocks and leaves the query alone, so it chains with other packs' attn1 patches and with any attn1
-replace (PAG, SAG), and uses whatever attention backend the user picked. The wrapper around each sampling run
-tells the patch what that run is (STORE a reference, or sample frames against an anchor) and sets the run's
-context-window handler (windows.py): the pack's own windows, or the user's bracketed.
+The patch comes from the model's family (families/: a registry of declarations, each with its way into
+self-attention); it rewrites the self-attention K/V of the chosen blocks and leaves the query alone, so it
+chains with other packs' patches and uses whatever attention backend the user picked. The wrapper around each
+sampling run tells the patch what that run is (STORE a reference, or sample frames against an anchor) and
+sets the run's context-window handler (windows.py): the pack's own windows, or the user's bracketed.
 """
 from __future__ import annotations
 
@@ -16,41 +16,10 @@ from comfy.patcher_extension import WrappersMP
 
 from ..attention import FrameRun, RunPlan
 from ..attention.errors import CrossFrameError
-from ..attention.options import AUTO_BLOCKS
-from .family import SUPPORTED, CrossFramePatch, Family
-from .family_flux import FluxFamily
-from .family_qwen import QwenImageFamily
-from .family_unet import Attn1Patch, UNetFamily, self_attention_count  # noqa: F401 (re-exported)
+from .families import check_supported, family_of, installed_patch, resolve_blocks, supported_text  # noqa: F401
 from .windows import install_windows, prepare_sampling_wrapper
 
 WRAPPER_KEY = "cross_frame_attention"
-
-# --- model families (each family's hook lives in a file of its own; see family.py) -------------------------
-FAMILIES = (FluxFamily(), QwenImageFamily())   # checked by model class, first match wins
-UNET = UNetFamily()                            # everything else is checked as a U-Net (or refused)
-
-
-def family_of(model) -> Family:
-    """The adapter for `model` (a comfy BaseModel): a recognised DiT by its diffusion model's class, else the
-    U-Net adapter, whose check refuses models without U-Net self-attention."""
-    diffusion_model = getattr(model, "diffusion_model", None)
-    return next((f for f in FAMILIES if diffusion_model is not None and f.matches(diffusion_model)), UNET)
-
-
-def resolve_blocks(model, choice: str) -> str | frozenset:
-    """blocks='auto' -> the family's default for this model (a ModelPatcher); any other choice unchanged."""
-    if str(choice).strip() != AUTO_BLOCKS:
-        return choice
-    inner = model.model
-    return family_of(inner).default_blocks(getattr(inner, "diffusion_model", None))
-
-
-def check_supported(model, blocks: frozenset, who: str) -> None:
-    """Refuse, rather than silently do nothing, where no patched self-attention would ever run: families
-    without a hook (any other DiT; Flux and Qwen-Image before ComfyUI 0.30.0), U-Nets without a transformer
-    in the chosen groups, block names of another family."""
-    family_of(model).check(model, blocks, who)
-# -----------------------------------------------------------------------------------------------------------
 
 
 PlanFactory = Callable[[object, object, object], RunPlan]
@@ -69,11 +38,6 @@ def conditioning_groups(guider) -> dict:
     return groups
 
 
-def existing_patch(model) -> "CrossFramePatch | None":
-    patches = model.model_options.get("transformer_options", {}).get("patches", {}).get("attn1_patch", [])
-    return next((p for p in patches if isinstance(p, CrossFramePatch)), None)
-
-
 def patch_model(model, blocks: frozenset, who: str, plan_for_run: PlanFactory,
                 run_succeeded: Callable[[RunPlan, torch.Tensor], None] | None = None,
                 window_size: int | None = None, run_finished: Callable[[FrameRun], None] | None = None):
@@ -86,7 +50,7 @@ def patch_model(model, blocks: frozenset, who: str, plan_for_run: PlanFactory,
     evaluation is split into windows of that many frames (0 = sized from free memory when sampling starts).
     Under any windows, frame i attends to frames 0 and i-1 as evaluated earlier in the same model evaluation
     (see attention/windows.py)."""
-    earlier = existing_patch(model)
+    earlier = installed_patch(model)
     if earlier is not None:
         raise CrossFrameError(
             f"{who}: the MODEL input already carries cross-frame attention from {earlier.who}. Connect the "
@@ -100,7 +64,7 @@ def patch_model(model, blocks: frozenset, who: str, plan_for_run: PlanFactory,
         guider = executor.class_obj
         sampled = guider.model_patcher.model
         check_supported(sampled, patch.blocks, who)
-        if not isinstance(patch, family_of(sampled).patch_class):
+        if family_of(sampled) is not family:
             raise CrossFrameError(f"{who}: the model sampled is a {family_of(sampled).name} model, but the "
                                   "patch was made for another family. Patch the model that is sampled.")
         plan = plan_for_run(guider, latent_image, sigmas)
@@ -119,18 +83,17 @@ def patch_model(model, blocks: frozenset, who: str, plan_for_run: PlanFactory,
             if run_finished is not None:
                 run_finished(run)
         if not run.reached and len(sigmas) > 1:
-            family = family_of(sampled)
             raise CrossFrameError(
                 f"{who}: sampling finished without any self-attention of the chosen blocks "
                 f"('{'+'.join(sorted(patch.blocks))}') calling the pack's patch, so cross-frame attention changed "
                 f"nothing on this {family.name} model. Either this ComfyUI build's blocks do not call the "
-                f"attention patch (supported: {SUPPORTED}), or another node upstream of the sampler removes "
+                f"attention patch (supported: {supported_text()}), or another node upstream of the sampler removes "
                 "model patches; sample the patched model without that node.")
         if run_succeeded is not None:
             run_succeeded(plan, out)
         return out
 
-    patched.set_model_attn1_patch(patch)
+    family.way.install(patched, patch)
     patched.add_wrapper_with_key(WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, outer_sample)
     patched.add_wrapper_with_key(WrappersMP.PREPARE_SAMPLING, WRAPPER_KEY, prepare_sampling_wrapper)
     return patched

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..attention import ANCHOR_CHOICES, BANK_DEVICE_CHOICES, BANK_DTYPE_CHOICES, BLOCK_CHOICES
+from ..attention import ANCHOR_CHOICES, BANK_DEVICE_CHOICES, BANK_DTYPE_CHOICES
+from .families import block_choices, blocks_tooltip
 
 CATEGORY = "video/cross-frame attention"
 # Carries a CrossFrameState (recorded reference or clip attention) between our nodes.
@@ -11,15 +12,8 @@ CrossFrameStateType = io.Custom("CFA_STATE")
 
 
 def blocks_input():
-    return io.Combo.Input(
-        "blocks", options=list(BLOCK_CHOICES), default="auto",
-        tooltip="Blocks whose self-attention looks at the anchor frames. auto: the model's default -- SD U-Nets: "
-                "'output' (the decoder, the method's classic choice: strong consistency, little structure "
-                "change); Flux.1/Flux.2: 'single' (the single-stream blocks); Qwen-Image: the second half of "
-                "its blocks. U-Nets: input / middle / output or a mix; adding input or middle makes frames "
-                "follow the anchors more closely and costs more memory. Flux: double / single / "
-                "double+single. Qwen-Image: double (all 60 blocks) or double[30:] (blocks 30-59). More blocks: "
-                "closer to the anchors, slower.")
+    # Choices and tooltip come from the family registry (families/), so a new family shows up here.
+    return io.Combo.Input("blocks", options=list(block_choices()), default="auto", tooltip=blocks_tooltip())
 
 
 def anchors_input():

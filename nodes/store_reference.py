@@ -49,7 +49,7 @@ class StoreReferenceAttention(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, blocks, bank_device, bank_dtype, keep_recordings=1) -> io.NodeOutput:
-        options = CrossFrameOptions(blocks=resolve_blocks(model, blocks), bank_device=bank_device,
+        options = CrossFrameOptions(blocks=resolve_blocks(model, blocks, NAME), bank_device=bank_device,
                                     bank_dtype=bank_dtype, who=NAME)
         state = CrossFrameState(options.blocks, NAME)
         state.needs_reference_latent = True

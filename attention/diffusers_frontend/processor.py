@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import CrossFrameError
-from ..options import BLOCK_GROUPS
 from ..run import FrameRun
 
 # Spatial self-attention of a UNet2DConditionModel (SD1.x, SD2.x, SDXL shapes alike): the `attn1` of a
@@ -33,6 +32,8 @@ _SELF_ATTN = re.compile(
     r"^(?P<group>down_blocks|mid_block|up_blocks)(?:\.\d+)?\.attentions\.\d+\.transformer_blocks\.\d+"
     r"\.attn1\.processor$")
 _GROUP_OF = {"down_blocks": "input", "mid_block": "middle", "up_blocks": "output"}
+# The block groups this front end names (as ComfyUI names a U-Net's, so options read the same in both).
+BLOCK_GROUPS = tuple(_GROUP_OF.values())
 _SUFFIX = ".processor"
 
 

@@ -22,9 +22,9 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..chunks import ClipPlanner
 from ..errors import CrossFrameError
-from ..options import CrossFrameOptions
+from ..options import CrossFrameOptions, block_names
 from ..run import FrameRun
-from .processor import CrossFrameContext, StepHook, install_processors, restore_processors
+from .processor import BLOCK_GROUPS, CrossFrameContext, StepHook, install_processors, restore_processors
 
 
 def timestep_bounds(options: CrossFrameOptions, num_train_timesteps: int):
@@ -337,9 +337,13 @@ class ControlNetFramesMixin:
 
 def options_from(who: str, blocks, anchors, include_self, start_percent, end_percent, bank_device,
                  bank_dtype) -> CrossFrameOptions:
-    return CrossFrameOptions(blocks=blocks, anchors=anchors, include_self=include_self,
-                             start_percent=start_percent, end_percent=end_percent, bank_device=bank_device,
-                             bank_dtype=bank_dtype, who=who)
+    options = CrossFrameOptions(blocks=blocks, anchors=anchors, include_self=include_self,
+                                start_percent=start_percent, end_percent=end_percent, bank_device=bank_device,
+                                bank_dtype=bank_dtype, who=who)
+    if not block_names(options.blocks) <= set(BLOCK_GROUPS):
+        raise CrossFrameError(f"{who}: blocks={blocks!r} is not a block choice of a diffusers U-Net; use "
+                              f"{', '.join(BLOCK_GROUPS)} or several joined by '+'.")
+    return options
 
 
 CALL_DOC = """

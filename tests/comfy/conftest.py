@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from graph_helpers import registry
 from tiny_weights import init_weights
 
 REPO = Path(__file__).resolve().parents[2]
@@ -132,3 +133,18 @@ def recording_control(comfy):
             return None
 
     return RecordingControl
+
+
+# --- DiT families (test_dit.py, test_attention_override.py, test_families.py) ---------------------------------
+@pytest.fixture(scope="module")
+def hook(comfy):
+    """Whether this ComfyUI's DiT blocks call the pre-attention hook (the families' behavioural probes)."""
+    return all(f.hook_present() for f in registry(comfy).REGISTRY if f.way.since)
+
+
+@pytest.fixture(scope="module")
+def needs_hook(hook, comfy):
+    if not hook:
+        import comfyui_version
+        pytest.skip(f"ComfyUI {comfyui_version.__version__} has no pre-attention hook in DiT blocks (added by "
+                    "0.30.0): DiT cross-frame attention is refused there (see test_dit_refused_without_the_hook)")

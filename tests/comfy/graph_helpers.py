@@ -1,6 +1,8 @@
 """Small helpers that call node classes the way ComfyUI's executor would (positional widget values)."""
 from __future__ import annotations
 
+import sys
+
 import torch
 
 DEFAULTS = dict(seed=1, steps=4, cfg=5.0, sampler_name="euler", scheduler="normal", denoise=1.0,
@@ -50,3 +52,8 @@ def rel_diff(a, b) -> float:
 
 def with_hints(conds, control):
     return [[t, {**extra, "control": control}] for t, extra in conds]
+
+
+def registry(comfy):
+    """The pack's family registry (nodes/families/) as ComfyUI loaded it."""
+    return sys.modules[comfy.Sampler.__module__.rsplit(".", 1)[0] + ".families"]

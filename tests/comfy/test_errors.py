@@ -120,7 +120,10 @@ def test_state_output_off_is_not_a_silent_no_op(comfy, tiny_model, conds, clip_l
 def test_models_without_patchable_self_attention_are_refused(comfy, tiny_model, conds, clip_latent):
     """A DiT (no U-Net blocks) would silently ignore attn1 patches: refuse it, naming the supported models."""
     check = sys.modules[comfy.Sampler.__module__.rsplit(".", 1)[0] + ".comfy_patch"]
-    assert check.self_attention_count(tiny_model.model.diffusion_model, frozenset({"output"})) == 4
+    unet = sys.modules[comfy.Sampler.__module__.rsplit(".", 1)[0] + ".families.way_unet_attn1"]
+    family = check.family_of(tiny_model.model)
+    assert family.name == "SD U-Net"
+    assert unet.self_attention_count(tiny_model.model.diffusion_model, family, frozenset({"output"})) == 4
 
     class DiTLike(torch.nn.Module):
         pass
@@ -128,8 +131,8 @@ def test_models_without_patchable_self_attention_are_refused(comfy, tiny_model, 
     class FakeModel:
         diffusion_model = DiTLike()
 
-    with pytest.raises(ValueError, match="Batch Video Sampler: this model \\(DiTLike\\) has no U-Net "
-                                         "self-attention.*SD1.x, SD2.x and SDXL"):
+    with pytest.raises(ValueError, match="Batch Video Sampler: this model \\(DiTLike\\) has no self-attention "
+                                         "that cross-frame attention can reach.*SD1.x, SD2.x and SDXL"):
         check.check_supported(FakeModel(), frozenset({"output"}), "Batch Video Sampler")
 
 
@@ -169,7 +172,8 @@ def test_option_errors_name_the_node(comfy, tiny_model, conds, clip_latent):
                                     steps=2)
     with pytest.raises(ValueError, match="^Cross-Frame Attention Patch: start_percent=0.9"):
         patch(comfy, tiny_model, state, reference, start_percent=0.9, end_percent=0.1)
-    with pytest.raises(ValueError, match="^Store Reference Attention: blocks='decoder'"):
+    with pytest.raises(ValueError, match="^Store Reference Attention: blocks 'decoder' are not block kinds of this SD U-Net "
+                                         "model. Choose auto, or output, input"):
         store(comfy, tiny_model, blocks="decoder")
     with pytest.raises(ValueError, match="^Batch Video Sampler: anchors='last'"):
         video_sampler(comfy, tiny_model, conds, clip_latent, anchors="last", steps=1)

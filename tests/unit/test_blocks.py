@@ -1,20 +1,24 @@
-"""Block choices: U-Net groups, DiT block types with index ranges, and what each selects."""
+"""Block choices in the core: any block kind with an optional index range parses (the front ends know their
+models' kinds, nodes/families/ and the diffusers processor); what each part selects; malformed choices."""
 import pytest
 
 from cross_frame_attention import CrossFrameError, CrossFrameOptions
-from cross_frame_attention.options import BLOCK_CHOICES, block_selector, is_dit_blocks, parse_blocks
+from cross_frame_attention.options import block_names, block_selector, parse_blocks
 
 
-def test_every_combo_choice_but_auto_parses():
-    for choice in BLOCK_CHOICES:
-        if choice == "auto":
-            with pytest.raises(CrossFrameError, match="'auto' depends on the model"):
-                parse_blocks(choice, "X")
-        else:
-            assert parse_blocks(choice, "X")
+def test_auto_is_left_to_the_front_end():
+    with pytest.raises(CrossFrameError, match="'auto' depends on the model"):
+        parse_blocks("auto", "X")
 
 
-def test_dit_ranges_select_like_slices():
+def test_kinds_and_ranges_parse():
+    assert parse_blocks("input+output", "X") == {"input", "output"}
+    assert parse_blocks("double[30:]+single", "X") == {"double[30:]", "single"}
+    assert parse_blocks("layers[:15]", "X") == {"layers[:15]"}
+    assert block_names({"double[30:]", "single"}) == {"double", "single"}
+
+
+def test_ranges_select_like_slices():
     sel = block_selector(parse_blocks("double[2:4]+single", "X"))
     assert [i for i in range(6) if sel("double", i)] == [2, 3]
     assert all(sel("single", i) for i in range(40))
@@ -23,12 +27,12 @@ def test_dit_ranges_select_like_slices():
     head = block_selector(frozenset({"double[:2]"}))
     assert [i for i in range(4) if head("double", i)] == [0, 1]
     assert block_selector(frozenset({"output"}))("output", 7)
-    assert is_dit_blocks({"double[30:]"}) and not is_dit_blocks({"output"})
+    assert not block_selector(frozenset({"output"}))("input", 7)
 
 
-@pytest.mark.parametrize("bad", ["decoder", "output+single", "double[a:]", "triple", ""])
-def test_bad_blocks_are_refused_naming_the_node(bad):
+@pytest.mark.parametrize("bad", ["double[a:]", "", "out put", "double[1]", "+", "9lives"])
+def test_malformed_blocks_are_refused_naming_the_node(bad):
     with pytest.raises(CrossFrameError, match="^Node: blocks="):
         CrossFrameOptions(blocks=bad, who="Node")
     with pytest.raises(CrossFrameError, match="^Node: blocks="):
-        CrossFrameOptions(blocks=frozenset(bad.split("+")), who="Node")
+        CrossFrameOptions(blocks=frozenset(p for p in bad.split("+") if p), who="Node")

@@ -204,7 +204,7 @@ def test_planner_memory_and_errors():
 
 def test_options_validation():
     assert CrossFrameOptions(blocks="input+output").blocks == {"input", "output"}
-    for bad in (dict(blocks="decoder"), dict(anchors="last"), dict(start_percent=0.8, end_percent=0.2),
+    for bad in (dict(blocks="decoder[x]"), dict(anchors="last"), dict(start_percent=0.8, end_percent=0.2),
                 dict(bank_device="gpu"), dict(bank_dtype="int8")):
         with pytest.raises(CrossFrameError, match="^Batch Video Sampler: "):
             CrossFrameOptions(**bad, who="Batch Video Sampler")
