@@ -84,11 +84,11 @@ venv_pip() {  # $1: python; rest: pip install arguments
 }
 
 ensure_frontend_venv() {  # $1: venv to make, $2: the ready venv of the same ComfyUI, $3: its checkout
-    # A copy of $2 (torch and the rest are already there: ~30 s instead of a full install) with the
+    # A copy of $2 (torch and the rest are already there: a copy instead of a full install) with the
     # FRONTEND_LEG_PINS installed over ComfyUI's pinned frontend packages. A copied venv still names its
     # origin in its scripts' shebangs and activate files: those are rewritten; the tests only ever call
     # $1/bin/python, whose sys.prefix follows the copy's own pyvenv.cfg.
-    local venv="$1" base="$2" comfy="$3" py want stamp
+    local venv="$1" base="$2" comfy="$3" py want stamp got
     py="$venv/bin/python"
     stamp="$venv/.cfa-requirements.sha"
     want="$(printf '%s\n' "$FRONTEND_LEG_PINS" | cat - "$comfy/requirements.txt" tests/requirements.txt \
@@ -101,14 +101,13 @@ ensure_frontend_venv() {  # $1: venv to make, $2: the ready venv of the same Com
         grep -rlI --null -F "$base" "$venv.partial/bin" | xargs -0 -r sed -i "s|$base|$venv|g"
         mv "$venv.partial" "$venv"
         venv_pip "$py" $FRONTEND_LEG_PINS
-        if "$py" - $FRONTEND_LEG_PINS <<'PY'
-import sys
-from importlib.metadata import version
-bad = [f"{p} (installed {version(p.split('==')[0])})" for p in sys.argv[1:]
-       if version(p.split("==")[0]) != p.split("==")[1]]
-sys.exit(f"[ci] not installed: {', '.join(bad)}" if bad else 0)
-PY
-        then echo "$want" > "$stamp"; fi
+        # stamped only when exactly the pinned versions are what the venv now holds
+        got="$(installed_versions "$py" $(echo "$FRONTEND_LEG_PINS" | sed 's/==[^ ]*//g'))"
+        if [ "$got" = "$FRONTEND_LEG_PINS" ]; then
+            echo "$want" > "$stamp"
+        else
+            echo "[ci] $venv holds $got, not $FRONTEND_LEG_PINS"
+        fi
     fi
     venv_pip "$py" --no-deps -e .   # makes attention/ importable as `cross_frame_attention`
     "$py" -c "import torch, pytest" >/dev/null
