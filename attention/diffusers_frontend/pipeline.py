@@ -6,7 +6,7 @@
 
 Each edits a clip given as a list of frames: frame 0 with ordinary self-attention, every later frame with the
 self-attention keys/values of the first and the previous frame (at the same layer and denoising step), which
-keeps the edit's look consistent from frame to frame. See DESIGN.md §1 and README.
+keeps the edit's look consistent from frame to frame. See docs/how-it-works.md and docs/diffusers.md.
 
 Why subclasses: they are the diffusers pipelines they extend (`from_pretrained`, `from_pipe`, schedulers,
 offloading, LoRA loading, IP-Adapter and callbacks work unchanged), and the parent's own denoising loop runs

@@ -59,7 +59,7 @@ def test_extra_guidance_passes(comfy, tiny_model, conds, clip_latent, guidance):
         whole = window_invariant(comfy, guided, conds, clip_latent, steps=3)
     else:
         # SAG keeps the attention scores of ONE U-Net call and blurs the whole batch with them, so it needs
-        # the clip in one call (core's own windows break it the same way): whole clip only (README, Limits).
+        # the clip in one call (core's own windows break it the same way): whole clip only (docs/limits.md).
         whole, _ = video_sampler(comfy, guided, conds, clip_latent, steps=3)
         with pytest.raises(RuntimeError):
             video_sampler(comfy, guided, conds, clip_latent, steps=3, frames_per_batch=2)

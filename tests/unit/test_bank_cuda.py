@@ -1,5 +1,5 @@
 """The CPU bank's GPU path (pinned memory, copies without a sync). Needs a CUDA device: CI machines have
-none, so it skips there; it runs on the project's GPU machine (see README, Benchmarks)."""
+none, so it skips there; it runs on the project's GPU machine (CONTRIBUTING.md, Benchmarking)."""
 import pytest
 import torch
 
