@@ -8,7 +8,8 @@ Two handlers, both set for one sampling run only (in the run's own copy of the m
   would be guided by the hints of frames 0..7).
 - UserWindows: wraps a context handler the user set (core's "Context Windows (Manual)") so that cross-frame
   attention knows where each model evaluation starts and ends; the user's handler does the rest.
-Cross-frame attention reads the window from `transformer_options["context_window"]` (see CrossFramePatch.window_frames in families/base.py).
+Cross-frame attention reads the window from `transformer_options["context_window"]` (see
+CrossFramePatch.window_frames in families/base.py).
 """
 from __future__ import annotations
 

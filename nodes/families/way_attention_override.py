@@ -109,7 +109,11 @@ class AttentionOverrideWay(Way):
         return None
 
     def _model_call(self, patch: AttentionOverridePatch, executor, x, *args, **kwargs):
+        # Models hand their diffusion-model wrappers transformer_options by keyword (NextDiT) or by position
+        # (Krea2); it is the dict that sampling tagged with cond_or_uncond.
         options = kwargs.get("transformer_options")
+        if options is None:
+            options = next((a for a in args if isinstance(a, dict) and "cond_or_uncond" in a), None)
         if options is None:
             return executor(x, *args, **kwargs)
         if self.image_tokens is not None:
