@@ -427,11 +427,10 @@ def test_example_in_browser(name, browser, frontend, comfy_server, pack_nodes, o
         assert prompt == want, (f"{name}: widget changes did not reach the prompt:\n"
                                 f"{json.dumps(prompt, sort_keys=True)}\n{json.dumps(want, sort_keys=True)}")
 
-        if not graphs.dit_supported(name, comfy_version):
+        why = graphs.not_runnable(name, comfy_version)
+        if why:
             page.screenshot(path=str(tmp_path / f"{name}-loaded-only.png"))
-            pytest.skip(f"{name} loaded and converted correctly; not run: ComfyUI {comfy_version} has no DiT "
-                        "hook (the pack refuses Flux there: test_dit_refused_without_the_hook) and cannot load "
-                        "the tiny Flux file (its detection fixes Flux's width at 3072)")
+            pytest.skip(f"{name} loaded and converted correctly; not run: {why}")
         if graphs.nodes_of(twin, "DualCLIPLoader"):
             want = _swap_in_text_encoder_standin(page, traits, want, fx)
 

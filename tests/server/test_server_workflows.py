@@ -27,11 +27,9 @@ def test_pack_loaded(pack_nodes):
 def test_api_example_runs(name, comfy_server, pack_nodes, comfy_version):
     """Every example runs on the fixtures (the Flux one with a CLIP-L stand-in for T5-XXL: see
     cfa_make_fixtures)."""
-    if not graphs.dit_supported(name, comfy_version):
-        pytest.skip(f"{name} needs the DiT hook of ComfyUI 0.30.0; on {comfy_version} the pack refuses Flux "
-                    "(tests/comfy/test_dit.py::test_dit_refused_without_the_hook checks that error), and this "
-                    f"version's model detection takes Flux's width as 3072 whatever the file holds, so the tiny "
-                    "Flux fixture cannot even load here")
+    why = graphs.not_runnable(name, comfy_version)
+    if why:
+        pytest.skip(why)
     fx = comfy_server.fixtures
     prompt = graphs.with_text_encoder_standin(graphs.apply_overrides(graphs.load_api(name), fx, name), fx)
     result = comfy_server.run_prompt(prompt, timeout=240)

@@ -311,8 +311,46 @@ def flux_video_edit(info):
     return g
 
 
+def zimage_video_edit(info):
+    """The video edit on Z-Image-Turbo: core's diffusion-model, text-encoder (Qwen3-4B, type lumina2) and VAE
+    loaders, the model's own sampling shift (ModelSamplingAuraFlow 3), 8 steps at cfg 1 (Turbo is distilled,
+    so the negative is never evaluated: it is zeroed out). Cross-frame attention reaches Z-Image through
+    ComfyUI's attention override (nodes/families/zimage.py)."""
+    g = Graph("zimage_video_edit", "Z-Image video edit with cross-frame attention", info)
+    unet = g.add("UNETLoader", (0, 40), unet_name="z_image_turbo_bf16.safetensors", weight_dtype="default")
+    shift = g.add("ModelSamplingAuraFlow", (0, -100), model=unet["MODEL"], shift=3.0)
+    clip = g.add("CLIPLoader", (0, 200), clip_name="qwen_3_4b.safetensors", type="lumina2", device="default")
+    vae = g.add("VAELoader", (0, 380), vae_name="ae.safetensors")
+    text = g.add("CLIPTextEncode", (380, -40), title="Positive prompt (the edit)", size=(400, 160),
+                 text="an oil painting, thick brush strokes, warm evening light, highly detailed",
+                 clip=clip["CLIP"])
+    negative = g.add("ConditioningZeroOut", (380, 200), title="Negative (unused at cfg 1)",
+                     conditioning=text["CONDITIONING"])
+    load = g.add("LoadVideo", (0, 520), file="input_video.mp4", size=(320, 420))
+    parts = g.add("GetVideoComponents", (380, 840), video=load["VIDEO"])
+    scale = g.add("ImageScale", (380, 520), title="Resize frames (1024x1024 suits Z-Image)",
+                  image=parts["images"], upscale_method="lanczos", width=1024, height=1024, crop="center")
+    enc = g.add("VAEEncode", (800, 620), pixels=scale["IMAGE"], vae=vae["VAE"])
+    bvs = _sampler(g, (1220, 80), shift["MODEL"], text["CONDITIONING"], negative["CONDITIONING"],
+                   enc["LATENT"], steps=8, cfg=1.0, sampler_name="res_multistep", scheduler="simple",
+                   denoise=0.7, blocks="auto")
+    _video_out(g, bvs["LATENT"], {"VAE": vae["VAE"]}, parts, 1620, 80, "video/cfa_zimage_video_edit")
+    g.note(
+        "Z-IMAGE VIDEO EDIT WITH CROSS-FRAME ATTENTION (ComfyUI 0.30.0 or newer)\n\n"
+        "1. Load Diffusion Model: Z-Image-Turbo in models/diffusion_models. Load CLIP: qwen_3_4b (type "
+        "lumina2); Load VAE: ae.safetensors (Flux's).\n"
+        "2. Load Video: upload your clip (start with 8 frames).\n"
+        "3. Write the edit in the prompt; Turbo runs 8 steps at cfg 1.\n"
+        "4. Batch Video Sampler: blocks auto = the second half of Z-Image's main layers; denoise 0.6-0.8 keeps "
+        "the motion. The pack wraps ComfyUI's attention override: put other attention-override nodes "
+        "before (upstream of) it.\n"
+        "Press Run: the video lands in output/video/.",
+        (0, -400), size=(780, 300), title="Read me")
+    return g
+
+
 EXAMPLES = [video_edit, video_edit_controlnet, manual_store_load, image_reference, compare_consistency,
-            flux_video_edit]
+            flux_video_edit, zimage_video_edit]
 
 
 # --- serialisation ----------------------------------------------------------------------------------------
@@ -482,6 +520,7 @@ THUMB_STYLE = {
     "image_reference": ("Image reference", "style / identity transfer", (196, 160, 0)),
     "compare_consistency": ("Compare: with / without", "measured temporal consistency", (204, 73, 91)),
     "flux_video_edit": ("Flux video edit", "DiT: image tokens attend across frames", (206, 92, 0)),
+    "zimage_video_edit": ("Z-Image video edit", "through the attention override", (32, 140, 140)),
 }
 
 
