@@ -18,11 +18,12 @@ from .windows import WindowCarry
 class RunPlan:
     """Where a run's anchors come from and what it keeps.
 
-    first: the clip's anchor frame (a reference, or frame 0 of an earlier chunk); None when batch frame 0 is
-        the clip's first frame, which then anchors the rest of the batch.
-    prev: the frame just before batch frame 0 (last frame of the previous chunk); None: use `first`.
+    first: the clip's anchor frame (a reference, or the anchor of the clip this run continues); None when the
+        clip's frame 0 anchors the rest of the clip.
+    prev: the frame just before the clip's frame 0 (the last frame of the clip this run continues); None: use
+        `first`. Which frame attends to which is the anchor policy's (anchors.py).
     record_first / record_last: keep clip frame `record_first_frame` (0, or the latest keyframe) / the last
-        clip frame at every step, for later chunks or later nodes (a continuation spans sampling runs).
+        clip frame at every step, for a later run continuing the clip (a continuation spans sampling runs).
     store: STORE mode: the batch uses ordinary self-attention and its frame 0 is recorded here.
     active_sigmas: (high, low) sigma bounds of the active part of the schedule; None = every step.
     who: the node or call named in error messages.
