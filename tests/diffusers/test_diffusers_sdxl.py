@@ -11,20 +11,13 @@ steps, guidance 5 (the SDXL default).
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-_WHY = "the diffusers pipeline is an optional extra: pip install diffusers transformers"
-pytest.importorskip("diffusers", reason=f"diffusers is not installed ({_WHY})")
-pytest.importorskip("transformers", reason=f"transformers is not installed ({_WHY})")
-
+import needs_diffusers  # noqa: F401  (first: skips this module without the diffusers extra)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from diffusers import StableDiffusionXLControlNetImg2ImgPipeline as StockXL  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).parent))  # this folder (helpers), never the repo root
 import cfa_diffusers_tiny as tiny  # noqa: E402
 
 from cross_frame_attention.diffusers_frontend import pipeline as pipeline_module  # noqa: E402
