@@ -21,7 +21,7 @@ from .errors import CrossFrameError
 def window_bounds(n_frames: int, size: int) -> list[tuple[int, int]]:
     """[(start, end), ...] covering n_frames in order; size 0 (or the clip or more) = one window."""
     if n_frames < 1:
-        raise ValueError("a clip has at least one frame")
+        raise CrossFrameError("window_bounds: a clip has at least one frame.")
     size = n_frames if size <= 0 else min(size, n_frames)
     return [(s, min(s + size, n_frames)) for s in range(0, n_frames, size)]
 
