@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 import torch
 
+from .anchors import BEFORE, REFERENCE, AnchorPolicy
 from .assembly import assemble_kv
 from .bank import AttentionBank
 from .errors import CrossFrameError
 from .options import CrossFrameOptions
-from .anchors import BEFORE, REFERENCE, AnchorPolicy
 from .windows import WindowCarry
 
 
@@ -263,11 +263,16 @@ class FrameRun:
         if plan.active_sigmas is not None and not plan.active_sigmas[1] <= s <= plan.active_sigmas[0]:
             return None
         anchors = self.anchors.window(start, stop)
-        args = (layer, groups, occurrences, s, x, xs, start, stop)
-        first = [(lo, hi, self._source(src, *args)) for lo, hi, src in anchors.first]
+        resolved: dict = {}   # each source read once per call (frame 0's previous is often its first anchor)
+
+        def read(source):
+            if source not in resolved:
+                resolved[source] = self._source(source, layer, groups, occurrences, s, x, xs, start, stop)
+            return resolved[source]
+        first = [(lo, hi, read(source)) for lo, hi, source in anchors.first]
         if len(first) == 1:
             first = first[0][2]          # one anchor for the whole call: broadcast, no per-span copies
-        prev0 = self._source(anchors.prev0, *args) if anchors.prev0 is not None else None
+        prev0 = read(anchors.prev0) if anchors.prev0 is not None else None
         kv = assemble_kv(x, g, first, prev0, opts.anchors, opts.include_self)
         if frames is not None and stop < plan.frames:
             for gi, group in enumerate(groups):
