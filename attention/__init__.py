@@ -4,16 +4,17 @@ Torch only: importing this package never imports ComfyUI or diffusers, so both f
 """
 from .assembly import anchor_count, assemble_kv
 from .bank import AttentionBank
-from .chunks import ClipPlanner, chunk_bounds
 from .errors import CrossFrameError
 from .options import ANCHOR_CHOICES, BANK_DEVICE_CHOICES, BANK_DTYPE_CHOICES, CrossFrameOptions, parse_blocks
+from .planner import RunPlanner, make_bank
 from .run import FrameRun, RunPlan
 from .state import CrossFrameState, model_reference
 from .steps import SigmaIndex
+from .windows import window_bounds
 
 __all__ = [
     "ANCHOR_CHOICES", "BANK_DEVICE_CHOICES", "BANK_DTYPE_CHOICES",
-    "AttentionBank", "ClipPlanner", "CrossFrameError", "CrossFrameOptions", "CrossFrameState", "FrameRun",
-    "RunPlan", "SigmaIndex", "anchor_count", "assemble_kv", "chunk_bounds", "model_reference",
-    "parse_blocks",
+    "AttentionBank", "CrossFrameError", "CrossFrameOptions", "CrossFrameState", "FrameRun",
+    "RunPlan", "RunPlanner", "SigmaIndex", "anchor_count", "assemble_kv", "make_bank", "model_reference",
+    "parse_blocks", "window_bounds",
 ]

@@ -12,8 +12,8 @@ from .steps import SigmaIndex
 class AttentionBank:
     """One frame's attn1 inputs (pre-projection hidden states, [tokens, channels]) at every recorded step.
 
-    Used for the reference frame (STORE), for the clip's first frame when a clip is sampled in chunks, and
-    for the last frame of a chunk (the `prev` of the next chunk). Keys: layer id (any hashable), group key
+    Used for the reference frame (STORE), and for the anchor and the last frame of a clip whose state is kept
+    (the `first` and `prev` of a run continuing it). Keys: layer id (any hashable), group key
     ((cond flag, index of the conditioning), so cond and uncond and several conds never mix), the step's
     sigma slot, and the evaluation's occurrence at that sigma (heun evaluates a sigma twice, PAG/SAG add an
     extra pass: the n-th evaluation of a run reads the n-th of the recording run, or its last one).
@@ -56,7 +56,7 @@ class AttentionBank:
         if dev.type == "cpu" and tokens.device.type == "cuda":
             # Into pinned memory without waiting for the GPU. Nothing reads it on the host; `fetch` makes
             # the reading stream wait for this event, which also orders a read from another GPU (MultiGPU
-            # CFG split may evaluate a conditioning on another device in the next chunk).
+            # CFG split may evaluate a conditioning on another device in the next run).
             kept = torch.empty(tokens.shape, dtype=dt, pin_memory=True)
             kept.copy_(tokens.to(dt), non_blocking=True)
             ready = torch.cuda.Event()

@@ -6,22 +6,24 @@ from dataclasses import dataclass
 
 import torch
 
+from .anchors import BEFORE, REFERENCE, AnchorPolicy
 from .assembly import assemble_kv
 from .bank import AttentionBank
 from .errors import CrossFrameError
 from .options import CrossFrameOptions
-from .windows import WindowCarry, keyframe_of
+from .windows import WindowCarry
 
 
 @dataclass
 class RunPlan:
     """Where a run's anchors come from and what it keeps.
 
-    first: the clip's anchor frame (a reference, or frame 0 of an earlier chunk); None when batch frame 0 is
-        the clip's first frame, which then anchors the rest of the batch.
-    prev: the frame just before batch frame 0 (last frame of the previous chunk); None: use `first`.
+    first: the clip's anchor frame (a reference, or the anchor of the clip this run continues); None when the
+        clip's frame 0 anchors the rest of the clip.
+    prev: the frame just before the clip's frame 0 (the last frame of the clip this run continues); None: use
+        `first`. Which frame attends to which is the anchor policy's (anchors.py).
     record_first / record_last: keep clip frame `record_first_frame` (0, or the latest keyframe) / the last
-        clip frame at every step, for later chunks or later nodes (a continuation spans sampling runs).
+        clip frame at every step, for a later run continuing the clip (a continuation spans sampling runs).
     store: STORE mode: the batch uses ordinary self-attention and its frame 0 is recorded here.
     active_sigmas: (high, low) sigma bounds of the active part of the schedule; None = every step.
     who: the node or call named in error messages.
@@ -101,6 +103,8 @@ class FrameRun:
         self._call = _CallCache()
         self._occurrences: dict[tuple, int] = {}
         self._occurrence_lock = threading.Lock()
+        # Which frames each frame attends to (anchors.py); one answer per window, computed once.
+        self.anchors = AnchorPolicy(plan.options, plan.frames, plan.first is not None, plan.prev is not None)
         self.carry = WindowCarry()          # anchors of earlier windows of the current model evaluation
         self._in_evaluation = False
         self._spans: dict[tuple, tuple[int, int]] = {}
@@ -221,14 +225,16 @@ class FrameRun:
             rows.append(row.to(x.device))
         return rows[0].unsqueeze(0) if len(rows) == 1 else torch.stack(rows)
 
-    def _first_anchor(self, layer, groups, occurrences, s: float, x, xs, start: int, stop: int):
-        """[groups, T, C] of the clip's anchor frame (a recorded reference, or clip frame 0)."""
-        plan = self.plan
-        if plan.first is not None:
-            return self._fetch(plan.first, layer, groups, occurrences, s, x)
-        if start == 0:
-            return xs[:, 0]
-        return self._carried(layer, groups, 0, x, start, stop)
+    def _source(self, source, layer, groups, occurrences, s: float, x, xs, start: int, stop: int):
+        """[groups, T, C] of an anchor source (see anchors.py): a bank of the plan, a frame of this window,
+        or a frame an earlier window of this evaluation held (the carry)."""
+        if source == REFERENCE:
+            return self._fetch(self.plan.first, layer, groups, occurrences, s, x)
+        if source == BEFORE:
+            return self._fetch(self.plan.prev, layer, groups, occurrences, s, x)
+        if start <= source < stop:
+            return xs[:, source - start]
+        return self._carried(layer, groups, source, x, start, stop)
 
     def kv(self, layer, x: torch.Tensor, cond_or_uncond, sigma, ids=None, frames=None,
            out=None) -> torch.Tensor | None:
@@ -257,48 +263,19 @@ class FrameRun:
             return None
         if plan.active_sigmas is not None and not plan.active_sigmas[1] <= s <= plan.active_sigmas[0]:
             return None
-        every = opts.anchor_every
-        first = None
-        if opts.uses_first or start == 0:
-            if every and stop > every:   # keyframes: batch frames lo..hi-1 take keyframe k*every as anchor
-                first = []
-                for k in range(start // every, (stop - 1) // every + 1):
-                    key = k * every
-                    lo, hi = max(start, key), min(stop, key + every)
-                    if k == 0:
-                        anchor = self._first_anchor(layer, groups, occurrences, s, x, xs, start, stop)
-                    elif key >= start:
-                        anchor = xs[:, key - start]
-                    else:
-                        anchor = self._carried(layer, groups, key, x, start, stop)
-                    first.append((lo - start, hi - start, anchor))
-            else:
-                first = self._first_anchor(layer, groups, occurrences, s, x, xs, start, stop)
-        if start > 0 and opts.uses_previous:
-            prev0 = self._carried(layer, groups, start - 1, x, start, stop)
-        elif plan.prev is not None and opts.uses_previous:
-            prev0 = self._fetch(plan.prev, layer, groups, occurrences, s, x)
-        else:
-            prev0 = first if isinstance(first, torch.Tensor) else first[0][2]
+        anchors = self.anchors.window(start, stop)
+        resolved: dict = {}   # each source read once per call (frame 0's previous is often its first anchor)
+
+        def read(source):
+            if source not in resolved:
+                resolved[source] = self._source(source, layer, groups, occurrences, s, x, xs, start, stop)
+            return resolved[source]
+        first = [(lo, hi, read(source)) for lo, hi, source in anchors.first]
+        if len(first) == 1:
+            first = first[0][2]          # one anchor for the whole call: broadcast, no per-span copies
+        prev0 = read(anchors.prev0) if anchors.prev0 is not None else None
         kv = assemble_kv(x, g, first, prev0, opts.anchors, opts.include_self, out)
         if frames is not None and stop < plan.frames:
-            self._carry_forward(layer, groups, xs, start, stop)
+            for gi, group in enumerate(groups):
+                self.carry.keep(layer, group, xs[gi], start, anchors, plan.keep_window)
         return kv
-
-    def _carry_forward(self, layer, groups, xs: torch.Tensor, start: int, stop: int) -> None:
-        """Keep what later windows of this evaluation read: the anchor frame, the latest keyframe, and the
-        previous frame(s). Copies of single frames (a view would keep the whole window's batch alive)."""
-        plan, opts = self.plan, self.options
-        every = opts.anchor_every
-        newest_key = keyframe_of(stop - 1, every)
-        for gi, group in enumerate(groups):
-            if opts.uses_first:
-                if start == 0 and plan.first is None:
-                    self.carry.put_anchor(layer, group, 0, xs[gi, 0].clone())
-                if every and newest_key > 0 and newest_key >= start:
-                    self.carry.put_key(layer, group, newest_key, xs[gi, newest_key - start].clone())
-            if opts.uses_previous:
-                if plan.keep_window:
-                    self.carry.put_recent(layer, group, start, xs[gi])
-                else:
-                    self.carry.put_recent(layer, group, stop - 1, xs[gi, -1:].clone())

@@ -21,7 +21,7 @@ from .errors import CrossFrameError
 def window_bounds(n_frames: int, size: int) -> list[tuple[int, int]]:
     """[(start, end), ...] covering n_frames in order; size 0 (or the clip or more) = one window."""
     if n_frames < 1:
-        raise ValueError("a clip has at least one frame")
+        raise CrossFrameError("window_bounds: a clip has at least one frame.")
     size = n_frames if size <= 0 else min(size, n_frames)
     return [(s, min(s + size, n_frames)) for s in range(0, n_frames, size)]
 
@@ -39,11 +39,6 @@ def largest_window(n_frames: int, fits: Callable[[int], bool]) -> int:
         else:
             hi = mid
     return lo
-
-
-def keyframe_of(frame: int, every: int) -> int:
-    """The latest keyframe at or before `frame` when keyframes are every `every` frames (0 = only frame 0)."""
-    return 0 if every <= 0 else (frame // every) * every
 
 
 class WindowCarry:
@@ -94,6 +89,21 @@ class WindowCarry:
     def put_recent(self, layer, group, first_frame: int, tokens: torch.Tensor) -> None:
         """tokens: [frames, T, C] for clip frames first_frame.. (replaces the previous window's)."""
         self._put(self._recent, (layer, group), (first_frame, tokens))
+
+    def keep(self, layer, group, tokens: torch.Tensor, start: int, anchors, whole_window: bool = False) -> None:
+        """Keep what later windows of this evaluation read from window `tokens` ([frames, T, C], clip frames
+        start..) of one conditioning group, as the window's anchors say (anchors.WindowAnchors): the clip's
+        frame 0, the newest keyframe, its last frame (all of it with whole_window: a user's windows may
+        overlap). Copies of single frames: a view would keep the whole window's batch alive."""
+        if anchors.carry_anchor is not None:
+            self.put_anchor(layer, group, anchors.carry_anchor, tokens[anchors.carry_anchor - start].clone())
+        if anchors.carry_key is not None:
+            self.put_key(layer, group, anchors.carry_key, tokens[anchors.carry_key - start].clone())
+        if anchors.carry_last:
+            if whole_window:
+                self.put_recent(layer, group, start, tokens)
+            else:
+                self.put_recent(layer, group, start + tokens.shape[0] - 1, tokens[-1:].clone())
 
     def get(self, layer, group, frame: int) -> torch.Tensor | None:
         key = (layer, group)

@@ -98,26 +98,33 @@ def write_report(report: dict, path: str) -> None:
         Path(path).write_text(text)
 
 
-def build_model(shape: str, device, dtype):
-    import comfy.latent_formats
-    import comfy.model_base
+def build_comfy_model(unet_config: dict, latent_format, model_class, device, dtype, weight_device="cpu"):
+    """A ComfyUI model of `model_class` built from `unet_config` with its weights stored in `dtype` (as a real
+    checkpoint loads), random weights (see random_weights_, drawn on `weight_device`), in a ModelPatcher."""
     import comfy.model_patcher
     import comfy.supported_models_base
-    spec = SHAPES[shape]
-    unet = dict(spec["unet"], dtype=dtype)
+    unet = dict(unet_config, dtype=dtype)
 
     class Config(comfy.supported_models_base.BASE):
         unet_config = unet
         unet_extra_config = {}
-        latent_format = comfy.latent_formats.SDXL if spec["pooled"] else comfy.latent_formats.SD15
 
-    config = Config(unet)
+    Config.latent_format = latent_format
+    config = Config(dict(unet))
     config.set_inference_dtype(dtype, None)
-    model_cls = comfy.model_base.SDXL if spec["pooled"] else comfy.model_base.BaseModel
-    model = model_cls(config, device=device)
-    random_weights_(model.diffusion_model, torch.Generator(device="cpu").manual_seed(0))
+    model = model_class(config, device=device)
+    random_weights_(model.diffusion_model, torch.Generator(device=weight_device).manual_seed(0))
     model.eval()
     return comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=device)
+
+
+def build_model(shape: str, device, dtype):
+    import comfy.latent_formats
+    import comfy.model_base
+    spec = SHAPES[shape]
+    if spec["pooled"]:
+        return build_comfy_model(spec["unet"], comfy.latent_formats.SDXL, comfy.model_base.SDXL, device, dtype)
+    return build_comfy_model(spec["unet"], comfy.latent_formats.SD15, comfy.model_base.BaseModel, device, dtype)
 
 
 def conditioning(shape: str):
@@ -287,10 +294,7 @@ def main():
     dtype = torch.float32 if cpu else torch.float16
     model = build_model(a.shape, device, dtype)
     positive, negative = conditioning(a.shape)
-    lat = SHAPES[a.shape]["px"] // 8
-    base = torch.randn(1, 4, lat, lat, generator=torch.Generator().manual_seed(2))
-    drift = torch.randn(1, 4, lat, lat, generator=torch.Generator().manual_seed(3))
-    latent = {"samples": torch.cat([base + 0.05 * k * drift for k in range(a.frames)])}
+    latent = clip_latent(a.shape, a.frames)
     sampler = comfy_nodes.NODE_CLASS_MAPPINGS["CFA_BatchVideoSampler"]
 
     def plain():

@@ -27,7 +27,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from comfy_gpu_bench import against_plain, measure, random_weights_, setup_comfy, write_report  # noqa: E402
+from comfy_gpu_bench import against_plain, build_comfy_model, measure, setup_comfy, write_report  # noqa: E402
 
 SHAPES = {
     # Flux.1-dev: 19 double + 38 single blocks, 3072 wide, 24 heads, T5 (4096) text, CLIP-L pooled (768).
@@ -69,24 +69,12 @@ SHAPES = {
 def build_model(shape: str, device, dtype):
     import comfy.latent_formats as lf
     import comfy.model_base as mb
-    import comfy.model_patcher
-    import comfy.supported_models_base
     spec = SHAPES[shape]
+    qwen = spec["kind"] == "qwen"
     # weights stored in the compute dtype, as a real bf16 checkpoint loads (fp32 would double the 24 GB)
-    unet = dict(spec["unet"], dtype=dtype)
-
-    class Config(comfy.supported_models_base.BASE):
-        unet_config = unet
-        unet_extra_config = {}
-        latent_format = lf.Wan21 if spec["kind"] == "qwen" else lf.Flux
-
-    config = Config(dict(unet))
-    config.set_inference_dtype(dtype, None)
     model_class = {"qwen": mb.QwenImage, "chroma": mb.Chroma, "zimage": mb.Lumina2}.get(spec["kind"], mb.Flux)
-    model = model_class(config, device=device)
-    random_weights_(model.diffusion_model, torch.Generator(device=device).manual_seed(0))
-    model.eval()
-    return comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=device)
+    return build_comfy_model(spec["unet"], lf.Wan21 if qwen else lf.Flux, model_class, device, dtype,
+                             weight_device=device)
 
 
 def conditioning(shape: str):

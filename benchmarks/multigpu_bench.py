@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from comfy_gpu_bench import SHAPES, build_model, conditioning, setup_comfy, write_report  # noqa: E402
+from comfy_gpu_bench import SHAPES, build_model, clip_latent, conditioning, setup_comfy, write_report  # noqa: E402
 
 SCHEMES = ("plain", "batch", "fpb2", "fpb4", "manual")
 
@@ -72,10 +72,7 @@ def main():
         if gpus >= 2:
             models[2] = MultiGPUCFGSplitNode.execute(one_gpu, 2).args[0]
         positive, negative = conditioning(a.shape)
-        lat = SHAPES[a.shape]["px"] // 8
-        base = torch.randn(1, 4, lat, lat, generator=torch.Generator().manual_seed(2))
-        drift = torch.randn(1, 4, lat, lat, generator=torch.Generator().manual_seed(3))
-        latent = {"samples": torch.cat([base + 0.05 * k * drift for k in range(a.frames)])}
+        latent = clip_latent(a.shape, a.frames)
 
         def ksampler(model, lat_in):
             return comfy_nodes.common_ksampler(model, 1, a.steps, a.cfg, "euler", "normal", positive, negative,

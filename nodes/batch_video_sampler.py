@@ -11,9 +11,7 @@ import comfy.utils
 import latent_preview
 from comfy_api.latest import io
 
-from ..attention import AttentionBank, CrossFrameError, CrossFrameOptions, CrossFrameState, RunPlan
-from ..attention import model_reference
-from ..attention.windows import keyframe_of
+from ..attention import CrossFrameError, CrossFrameOptions, RunPlanner, model_reference
 from .comfy_patch import active_sigmas, patch_model, resolve_blocks
 from .cross_frame_patch import latent_resolution
 from .schema import (CATEGORY, CrossFrameStateType, anchors_input, bank_device_input, bank_dtype_input,
@@ -125,8 +123,10 @@ class BatchVideoSampler(io.ComfyNode):
             state.check_usable(NAME, model=model.model, latent_shape=latent.shape[1:], blocks=options.blocks)
         check_conditioning_hints(positive, n_frames, NAME)
         check_conditioning_hints(negative, n_frames, NAME)
-        kept = _KeptState(options, n_frames, state, output_state, tuple(latent.shape[1:]),
-                          model_reference(model.model))
+        # The run's anchors (a reference or a continued clip) and, with output_state, the clip's anchor and
+        # last frame recorded at every step for a continuation (windows within a step need no recording).
+        kept = RunPlanner(options, n_frames, NAME, state=state, keep_state=output_state,
+                          latent_shape=tuple(latent.shape[1:]), model_ref=model_reference(model.model))
         sigma_bounds = active_sigmas(model, options)
 
         def plan_for_run(guider, lat, sigmas):
@@ -153,45 +153,3 @@ class BatchVideoSampler(io.ComfyNode):
         out = latent_image.copy()
         out["samples"] = samples
         return io.NodeOutput(out, kept.result_state())
-
-
-class _KeptState:
-    """What a sampling run anchors on (a reference or a continued clip's state) and, with output_state, the
-    anchor and last frame it records at every step for a continuation (these span sampling runs, so they
-    are kept per step; windows within one step need no such recording)."""
-
-    def __init__(self, options: CrossFrameOptions, n_frames: int, state: CrossFrameState | None,
-                 keep: bool, latent_shape: tuple, model_ref):
-        self.options, self.n_frames, self.state, self.keep = options, n_frames, state, keep
-        self.latent_shape, self.model_ref = latent_shape, model_ref
-        # A continuation anchors on the clip's latest keyframe (frame 0, or the reference, without them).
-        self.anchor_frame = keyframe_of(n_frames - 1, options.anchor_every)
-        self._plan: RunPlan | None = None
-
-    def _bank(self, label: str) -> AttentionBank:
-        opts = self.options
-        bank = AttentionBank(label, device=opts.bank_torch_device(), dtype=opts.bank_torch_dtype())
-        bank.latent_shape, bank.model_ref = self.latent_shape, self.model_ref
-        return bank
-
-    def plan(self, sigma_bounds) -> RunPlan:
-        first = self.state.first if self.state is not None else None
-        prev = self.state.last if self.state is not None else None
-        record_first = None
-        if self.keep and (first is None or self.anchor_frame > 0):
-            record_first = self._bank(f"frame {self.anchor_frame} of the clip ({NAME})")
-        record_last = self._bank(f"frame {self.n_frames - 1} of the clip ({NAME})") if self.keep else None
-        self._plan = RunPlan(frames=self.n_frames, options=self.options, first=first, prev=prev,
-                             record_first=record_first, record_last=record_last, active_sigmas=sigma_bounds,
-                             who=NAME, record_first_frame=self.anchor_frame)
-        return self._plan
-
-    def result_state(self) -> CrossFrameState:
-        if not self.keep:
-            return CrossFrameState(self.options.blocks, NAME,
-                                   empty_hint="Turn on output_state there to keep the clip's anchors.")
-        plan = self._plan
-        result = CrossFrameState(self.options.blocks, NAME)
-        result.first = plan.record_first if plan.record_first is not None else plan.first
-        result.last, result.runs = plan.record_last, 1
-        return result

@@ -10,15 +10,15 @@ keeps the edit's look consistent from frame to frame. See docs/how-it-works.md a
 
 Why subclasses: they are the diffusers pipelines they extend (`from_pretrained`, `from_pipe`, schedulers,
 offloading, LoRA loading, IP-Adapter and callbacks work unchanged), and the parent's own denoising loop runs
-for each chunk of frames. The loop around it (processors installed per call and restored after, the prompt
-encoded once, the whole clip's noise drawn once and sliced per chunk) is video_loop.py's, one implementation
-for all three.
+once for the whole clip. The loop around it (processors installed per call and restored after, the prompt
+encoded once, the clip's noise drawn as the parent draws it for one batch, each model call split into windows)
+is video_loop.py's, one implementation for all three.
 
-Sequential equals batched: with the whole clip in one batch (`frames_per_batch=0`) each frame reads its anchors
-from the same U-Net call; in chunks, the first frame and the previous chunk's last frame are recorded per step
-and read by the next chunk. With a deterministic scheduler (DDIM with eta=0, Euler, DPM++ 2M) both give the
-same frames to float round-off; schedulers that draw noise per step (eta > 0, ancestral, SDE) differ per
-chunking.
+Sequential equals batched: with the whole clip in one U-Net call (`frames_per_batch=0`) each frame reads its
+anchors from the same call; in windows of k frames (`frames_per_batch=k`) each U-Net call is evaluated k frames
+at a time in clip order and every window reads the frames before it from earlier windows of the same call.
+One scheduler loop runs over the whole clip, so both give the same frames to float round-off with any scheduler,
+ancestral and SDE ones included.
 """
 from __future__ import annotations
 

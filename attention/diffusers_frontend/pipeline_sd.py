@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import torch
 from diffusers import StableDiffusionControlNetImg2ImgPipeline, StableDiffusionImg2ImgPipeline
-from diffusers.pipelines.stable_diffusion.pipeline_output import StableDiffusionPipelineOutput
 
-from .video_loop import CALL_DOC, ControlNetFramesMixin, CrossFrameClipMixin, concat, options_from
+from .video_loop import CALL_DOC, ControlNetFramesMixin, CrossFrameClipMixin, options_from
 
 __all__ = ["CrossFrameVideoPipeline", "CrossFrameImg2ImgPipeline"]
 
 
 class _StableDiffusionClip(CrossFrameClipMixin):
-    """Prompt encoding and output of the SD 1.x/2.x pipelines."""
+    """Prompt encoding of the SD 1.x/2.x pipelines, and their common call."""
 
     def _cfa_encode(self, texts, embeds, cfg, device, parent_kwargs):
         xattn = parent_kwargs.get("cross_attention_kwargs") or {}
@@ -24,13 +23,15 @@ class _StableDiffusionClip(CrossFrameClipMixin):
             clip_skip=parent_kwargs.get("clip_skip"))
         return {"prompt_embeds": positive, "negative_prompt_embeds": negative if cfg else None}
 
-    def _cfa_output(self, results, return_dict):
-        images = concat([r.images for r in results])
-        flagged = [r.nsfw_content_detected for r in results]
-        nsfw = None if any(f is None for f in flagged) else [x for f in flagged for x in f]
-        if not return_dict:
-            return images, nsfw
-        return StableDiffusionPipelineOutput(images=images, nsfw_content_detected=nsfw)
+    def _cfa_sd_call(self, method: dict, prompt, negative_prompt, prompt_embeds, negative_prompt_embeds,
+                     sizes: dict, **call):
+        """method: the cross-frame arguments of __call__ (blocks, anchors, ..., anchor_every) by name; call: the
+        rest of _cfa_call's arguments."""
+        return self._cfa_call(
+            options=options_from(self._cfa_who, **method),
+            texts={"prompt": prompt, "negative_prompt": negative_prompt},
+            embeds={"prompt_embeds": prompt_embeds, "negative_prompt_embeds": negative_prompt_embeds},
+            preprocess_kwargs=sizes, **call)
 
 
 _SD_DOC = dict(extra_text="", output="StableDiffusionPipelineOutput",
@@ -53,16 +54,14 @@ class CrossFrameVideoPipeline(ControlNetFramesMixin, _StableDiffusionClip, Stabl
                  start_percent: float = 0.0, end_percent: float = 1.0, bank_device: str = "auto",
                  bank_dtype: str = "auto", guidance_scale: float = 7.5, negative_prompt=None, prompt_embeds=None,
                  negative_prompt_embeds=None, generator=None, height: int | None = None, width: int | None = None,
-                 output_type: str = "pil", return_dict: bool = True, **kwargs):
-        options = options_from(self._cfa_who, blocks, anchors, include_self, start_percent, end_percent,
-                               bank_device, bank_dtype)
-        return self._cfa_call(
-            images=images, control_images=control_images, frames_per_batch=frames_per_batch, options=options,
-            guidance_scale=guidance_scale, texts={"prompt": prompt, "negative_prompt": negative_prompt},
-            embeds={"prompt_embeds": prompt_embeds, "negative_prompt_embeds": negative_prompt_embeds},
-            generator=generator, output_type=output_type, return_dict=return_dict,
-            parent_kwargs=dict(kwargs, height=height, width=width),
-            preprocess_kwargs={"height": height, "width": width})
+                 output_type: str = "pil", return_dict: bool = True, anchor_every: int = 0, **kwargs):
+        return self._cfa_sd_call(
+            dict(blocks=blocks, anchors=anchors, include_self=include_self, start_percent=start_percent,
+                 end_percent=end_percent, bank_device=bank_device, bank_dtype=bank_dtype, anchor_every=anchor_every),
+            prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, {"height": height, "width": width},
+            images=images, control_images=control_images, frames_per_batch=frames_per_batch,
+            guidance_scale=guidance_scale, generator=generator, output_type=output_type, return_dict=return_dict,
+            parent_kwargs=dict(kwargs, height=height, width=width))
 
     __call__.__doc__ = CALL_DOC.format(control="\n        control_images: one ControlNet image per frame, "
                                                "the frames' size (with several ControlNets, one list each).",
@@ -83,14 +82,13 @@ class CrossFrameImg2ImgPipeline(_StableDiffusionClip, StableDiffusionImg2ImgPipe
                  start_percent: float = 0.0, end_percent: float = 1.0, bank_device: str = "auto",
                  bank_dtype: str = "auto", guidance_scale: float = 7.5, negative_prompt=None, prompt_embeds=None,
                  negative_prompt_embeds=None, generator=None, output_type: str = "pil", return_dict: bool = True,
-                 **kwargs):
-        options = options_from(self._cfa_who, blocks, anchors, include_self, start_percent, end_percent,
-                               bank_device, bank_dtype)
-        return self._cfa_call(
-            images=images, control_images=control_images, frames_per_batch=frames_per_batch, options=options,
-            guidance_scale=guidance_scale, texts={"prompt": prompt, "negative_prompt": negative_prompt},
-            embeds={"prompt_embeds": prompt_embeds, "negative_prompt_embeds": negative_prompt_embeds},
-            generator=generator, output_type=output_type, return_dict=return_dict, parent_kwargs=dict(kwargs),
-            preprocess_kwargs={})
+                 anchor_every: int = 0, **kwargs):
+        return self._cfa_sd_call(
+            dict(blocks=blocks, anchors=anchors, include_self=include_self, start_percent=start_percent,
+                 end_percent=end_percent, bank_device=bank_device, bank_dtype=bank_dtype, anchor_every=anchor_every),
+            prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, {},
+            images=images, control_images=control_images, frames_per_batch=frames_per_batch,
+            guidance_scale=guidance_scale, generator=generator, output_type=output_type, return_dict=return_dict,
+            parent_kwargs=dict(kwargs))
 
     __call__.__doc__ = CALL_DOC.format(control="", **_SD_DOC)

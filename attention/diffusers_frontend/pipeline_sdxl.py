@@ -3,17 +3,15 @@
 The clip loop is video_loop.py's, shared with the SD pipelines. What SDXL adds: two text encoders (prompt_2,
 negative_prompt_2), pooled text embeddings that go with every prompt embedding, and the VAE's optional latent
 mean/std and fp32 upcast when encoding. The micro-conditioning (add_time_ids: original_size, crops_coords_top_left,
-target_size, aesthetic scores) is the parent's: it builds it per chunk from sizes that do not depend on the
-chunk, one row per frame.
+target_size, aesthetic scores) is the parent's: one row per frame, cut to each window with the rest.
 """
 from __future__ import annotations
 
 import torch
 from diffusers import StableDiffusionXLControlNetImg2ImgPipeline
-from diffusers.pipelines.stable_diffusion_xl.pipeline_output import StableDiffusionXLPipelineOutput
 
 from ..errors import CrossFrameError
-from .video_loop import CALL_DOC, ControlNetFramesMixin, CrossFrameClipMixin, concat, options_from
+from .video_loop import CALL_DOC, ControlNetFramesMixin, CrossFrameClipMixin, options_from
 
 __all__ = ["CrossFrameVideoXLPipeline"]
 
@@ -40,10 +38,6 @@ class CrossFrameVideoXLPipeline(ControlNetFramesMixin, CrossFrameClipMixin, Stab
         return {"prompt_embeds": positive, "pooled_prompt_embeds": pooled,
                 "negative_prompt_embeds": negative if cfg else None,
                 "negative_pooled_prompt_embeds": negative_pooled if cfg else None}
-
-    def _cfa_output(self, results, return_dict):
-        images = concat([r.images for r in results])
-        return StableDiffusionXLPipelineOutput(images=images) if return_dict else (images,)
 
     def _cfa_vae_encode(self, pixels, dtype):
         if not self.vae.config.force_upcast:
@@ -74,7 +68,7 @@ class CrossFrameVideoXLPipeline(ControlNetFramesMixin, CrossFrameClipMixin, Stab
                  negative_prompt_2=None, prompt_embeds=None, negative_prompt_embeds=None,
                  pooled_prompt_embeds=None, negative_pooled_prompt_embeds=None, generator=None,
                  height: int | None = None, width: int | None = None, output_type: str = "pil",
-                 return_dict: bool = True, **kwargs):
+                 return_dict: bool = True, anchor_every: int = 0, **kwargs):
         who = self._cfa_who
         for given, pooled, name, pooled_name in (
                 (prompt_embeds, pooled_prompt_embeds, "prompt_embeds", "pooled_prompt_embeds"),
@@ -84,7 +78,7 @@ class CrossFrameVideoXLPipeline(ControlNetFramesMixin, CrossFrameClipMixin, Stab
                 raise CrossFrameError(f"{who}: {name} needs {pooled_name} too (SDXL conditions on the second "
                                       "text encoder's pooled output); pass both, or a prompt instead.")
         options = options_from(who, blocks, anchors, include_self, start_percent, end_percent, bank_device,
-                               bank_dtype)
+                               bank_dtype, anchor_every)
         return self._cfa_call(
             images=images, control_images=control_images, frames_per_batch=frames_per_batch, options=options,
             guidance_scale=guidance_scale,

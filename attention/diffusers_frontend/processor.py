@@ -3,10 +3,11 @@
 Importing this module imports diffusers; `attention/__init__.py` never does, so ComfyUI users don't need it.
 
 Pieces:
-- `CrossFrameContext`: the one object all processors of a U-Net share. The pipeline puts the current chunk's
-  `FrameRun` into it before the chunk's denoising loop and takes it out afterwards; a U-Net forward pre-hook
-  (`StepHook`) writes the scheduler timestep of every U-Net call and its cond/uncond layout. Nothing counts
-  calls, so CFG in one batch, guidance scale 1 or any scheduler keep working.
+- `CrossFrameContext`: the one object all processors of a U-Net share. The pipeline puts the clip's `FrameRun`
+  into it before the denoising loop and takes it out afterwards; a U-Net forward pre-hook (`StepHook`) writes
+  the scheduler timestep of every U-Net call and its cond/uncond layout, and a U-Net call split into windows
+  (model_windows.py) writes the clip frames each window holds. Nothing counts calls, so CFG in one batch,
+  guidance scale 1 or any scheduler keep working.
 - `CrossFrameAttnProcessor`: installed on the chosen spatial self-attention layers (`attn1`). Query from the
   layer's own hidden states; keys/values from whatever the core's `FrameRun.kv` returns (anchor frames'
   hidden states at the same layer and step), or from the hidden states themselves when the core says "leave
@@ -57,10 +58,12 @@ def select_layers(processor_names: Iterable[str], blocks) -> list[str]:
 class CrossFrameContext:
     """What every cross-frame processor of one U-Net reads during a call.
 
-    run: the `FrameRun` of the chunk being denoised; None = ordinary self-attention everywhere.
+    run: the `FrameRun` of the clip being denoised; None = ordinary self-attention everywhere.
     step: the scheduler timestep of the current U-Net call (a tensor or a float), the core's step key.
     cond_or_uncond: the CFG layout of the current U-Net call, per batch group (0 = cond, 1 = uncond);
         diffusers batches CFG as [uncond; cond], i.e. (1, 0), and (0,) when guidance is off.
+    frames: the clip frames the current U-Net call holds when a model evaluation is split into windows (the
+        frames of every group of the call); None = the whole clip.
 
     Copies are the same object (`copy.deepcopy` of a U-Net, a processor or a pipeline must not split the state
     the pipeline writes from the state the processors read).
@@ -70,6 +73,18 @@ class CrossFrameContext:
         self.run: FrameRun | None = None
         self.step: Any = None
         self.cond_or_uncond: tuple[int, ...] = (0,)
+        self.frames: tuple[int, ...] | None = None
+
+    def set_window(self, frames: tuple[int, ...] | None) -> None:
+        """The next U-Net call holds clip frames `frames` (a window); None: the evaluation's windows are done.
+        The first window of an evaluation starts one for the run, whose carry lives until it ends."""
+        run = self.run
+        if frames is None:
+            if run is not None and self.frames is not None:
+                run.end_evaluation()
+        elif self.frames is None and run is not None:
+            run.begin_evaluation()
+        self.frames = frames
 
     def __deepcopy__(self, memo):
         return self
@@ -81,6 +96,7 @@ class CrossFrameContext:
         self.run = None
         self.step = None
         self.cond_or_uncond = (0,)
+        self.frames = None
 
 
 class CrossFrameAttnProcessor:
@@ -124,7 +140,7 @@ class CrossFrameAttnProcessor:
                 raise CrossFrameError(
                     f"Cross-frame attention on {self.layer} has no denoising step: the U-Net was called "
                     "without the step hook of the cross-frame pipeline.")
-            source = ctx.run.kv(self.layer, hidden_states, ctx.cond_or_uncond, ctx.step)
+            source = ctx.run.kv(self.layer, hidden_states, ctx.cond_or_uncond, ctx.step, None, ctx.frames)
         if source is None:
             source = hidden_states
 

@@ -1,29 +1,32 @@
 """The clip loop shared by the cross-frame video pipelines (SD in pipeline_sd.py, SDXL in pipeline_sdxl.py).
 
-A pipeline class is `class P(<mixins>, <diffusers pipeline>)`; the parent's own denoising loop runs for each
-chunk of frames. Around it this module
+A pipeline class is `class P(<mixins>, <diffusers pipeline>)`; the parent's own denoising loop runs ONCE for the
+whole clip (one scheduler: noise drawn per step, by ancestral and SDE schedulers, is drawn once for every frame).
+Around it this module
 - installs the cross-frame processors (and a U-Net pre-hook that hands them the timestep) at the start of
   every call and restores the U-Net's processors when the call ends, also on errors;
-- encodes the prompt once (a per-model hook: `_cfa_encode`) and hands every chunk its rows of every embedding;
-- draws the whole clip's starting latents once (VAE sample noise, then the img2img noise, in the parent's
-  order and with the same generator) and gives every chunk its slice (`prepare_latents` override), so a
-  frame's noise does not depend on how the clip is chunked;
-- concatenates the chunks' outputs (a per-model hook, `_cfa_output`, builds the parent's output type).
+- encodes the prompt once (a per-model hook: `_cfa_encode`) and hands the parent one row per frame;
+- splits each U-Net, ControlNet and VAE-decoder call into windows of `frames_per_batch` frames in clip order
+  (model_windows.py), the frames of each window told to the processors; frame i attends to frames held by
+  earlier windows of the same U-Net call through the core's window carry, so the window size never changes
+  the result, only the memory a call needs;
+- draws the whole clip's starting latents as the parent does for one batch (VAE sample noise, then the img2img
+  noise, with the same generator), encoding the frames window by window (`prepare_latents` override).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import PIL.Image
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..chunks import ClipPlanner
 from ..errors import CrossFrameError
 from ..options import CrossFrameOptions, block_names
+from ..planner import RunPlanner
 from ..run import FrameRun
+from .model_windows import CallWindows
 from .processor import BLOCK_GROUPS, CrossFrameContext, StepHook, install_processors, restore_processors
 
 
@@ -67,27 +70,14 @@ def frame_size(frame) -> tuple[int, int]:
                           f"{type(frame).__name__} of shape {getattr(frame, 'shape', '?')}.")
 
 
-def batch_rows(rows: torch.Tensor | None, start: int, end: int, frames: int, what: str):
-    """Rows start:end of a per-frame tensor, or its single row repeated for the chunk."""
-    if rows is None:
-        return None
-    if rows.shape[0] == frames:
-        return rows[start:end]
+def clip_rows(rows: torch.Tensor | None, frames: int, what: str):
+    """A tensor with one row per frame: the per-frame tensor itself, or its single row repeated."""
+    if rows is None or rows.shape[0] == frames:
+        return rows
     if rows.shape[0] == 1:
-        return rows.repeat(end - start, *([1] * (rows.ndim - 1)))
+        return rows.repeat(frames, *([1] * (rows.ndim - 1)))
     raise CrossFrameError(f"{what} has {rows.shape[0]} rows for {frames} frames: give one row for the whole clip "
                           "or one per frame.")
-
-
-def concat(parts: list):
-    first = parts[0]
-    if isinstance(first, list):
-        return [item for part in parts for item in part]
-    if isinstance(first, np.ndarray):
-        return np.concatenate(parts, axis=0)
-    if isinstance(first, torch.Tensor):
-        return torch.cat(parts, dim=0)
-    raise TypeError(f"cannot join pipeline outputs of type {type(first).__name__}")
 
 
 def even_text(texts: dict, n: int, who: str) -> dict:
@@ -125,36 +115,20 @@ def even_embeds(embeds: dict, n: int, who: str) -> dict:
             for name, rows in embeds.items()}
 
 
-@dataclass
-class _Clip:
-    """The call in progress: the whole clip's preprocessed frames, their noised latents, the chunk running."""
-
-    images: torch.Tensor
-    chunks: list
-    generator: object
-    current: tuple = (0, 0)
-    latents: torch.Tensor | None = None
-    timestep: float | None = None
-
-
 class CrossFrameClipMixin:
     """The clip loop; the parent pipeline class comes after it in the MRO.
 
-    A subclass provides `_cfa_encode` (prompt encoding for the whole clip) and `_cfa_output` (the parent's
-    output type), and may override `_cfa_vae_encode` / `_cfa_scale_latents` where its parent's `prepare_latents`
-    differs, and `_cfa_controls` / `_cfa_control_slice` (ControlNetFramesMixin).
+    A subclass provides `_cfa_encode` (prompt encoding for the whole clip), and may override `_cfa_vae_encode` /
+    `_cfa_scale_latents` where its parent's `prepare_latents` differs, and `_cfa_controls` /
+    `_cfa_control_images` (ControlNetFramesMixin).
     """
 
     _cfa_who = "CrossFrame pipeline"
-    _cfa_clip: _Clip | None = None
+    _cfa_clip: CallWindows | None = None   # the windows of the call in progress
 
     # -- per-model hooks --------------------------------------------------------------------------------------
     def _cfa_encode(self, texts: dict, embeds: dict, cfg: bool, device, parent_kwargs: dict) -> dict:
         """The whole clip's prompt encoding: {parent __call__ argument name: tensor (1 or n rows) or None}."""
-        raise NotImplementedError
-
-    def _cfa_output(self, results: list, return_dict: bool):
-        """The parent's output for the chunks' results (each the parent's output with return_dict=True)."""
         raise NotImplementedError
 
     def _cfa_vae_encode(self, pixels: torch.Tensor, dtype):
@@ -166,32 +140,23 @@ class CrossFrameClipMixin:
     # -- hooks into the parent's __call__ ------------------------------------------------------------------
     def prepare_latents(self, image, timestep, batch_size, num_images_per_prompt, dtype, device, generator=None,
                         *args, **kwargs):
-        clip = self._cfa_clip
-        if clip is None:
+        windows = self._cfa_clip
+        if windows is None:
             return super().prepare_latents(image, timestep, batch_size, num_images_per_prompt, dtype, device,
                                            generator, *args, **kwargs)
-        t0 = float(timestep.reshape(-1)[0]) if isinstance(timestep, torch.Tensor) else float(timestep)
-        if clip.latents is None:
-            clip.latents = self._cfa_noised_latents(clip, timestep.reshape(-1)[:1], dtype, device)
-            clip.timestep = t0
-        elif t0 != clip.timestep:
-            raise CrossFrameError(f"{self._cfa_who}: the chunks start at different timesteps ({clip.timestep} "
-                                  f"and {t0}); the scheduler must not change during a call.")
-        start, end = clip.current
-        return clip.latents[start:end]
+        return self._cfa_noised_latents(image, windows.bounds, timestep.reshape(-1)[:1], dtype, device, generator)
 
-    def _cfa_noised_latents(self, clip: _Clip, timestep: torch.Tensor, dtype, device) -> torch.Tensor:
+    def _cfa_noised_latents(self, images: torch.Tensor, windows: list, timestep: torch.Tensor, dtype, device,
+                            generator) -> torch.Tensor:
         """The whole clip's img2img starting latents, drawn as the parent pipeline draws them for one batch
-        (VAE sample noise for all frames, then the img2img noise for all frames), encoded chunk by chunk so the
-        VAE never sees more frames than the U-Net."""
-        images = clip.images
+        (VAE sample noise for all frames, then the img2img noise for all frames), encoded window by window so
+        the VAE never sees more frames than the U-Net."""
         frames = images.shape[0]
-        generator = clip.generator
         if images.shape[1] == self.vae.config.latent_channels:
             init = images.to(device=device, dtype=dtype)  # already latents, as the parent accepts
         else:
             means, stds, direct = [], [], []
-            for start, end in clip.chunks:
+            for start, end in windows:
                 encoded = self._cfa_vae_encode(images[start:end].to(device=device), dtype)
                 if hasattr(encoded, "latent_dist"):
                     means.append(encoded.latent_dist.mean)
@@ -233,8 +198,8 @@ class CrossFrameClipMixin:
                                   "CrossFrameVideoPipeline.")
         return None
 
-    def _cfa_control_slice(self, controls, start, end, sizes):
-        return controls[start:end]
+    def _cfa_control_images(self, controls, sizes):
+        return controls
 
     # -- the clip loop ------------------------------------------------------------------------------------------
     def _cfa_call(self, *, images, control_images, frames_per_batch, options: CrossFrameOptions, guidance_scale,
@@ -252,53 +217,51 @@ class CrossFrameClipMixin:
             raise CrossFrameError(f"{who}: num_images_per_prompt must be 1 (one edited image per frame).")
         if (texts["prompt"] is None) == (embeds["prompt_embeds"] is None):
             raise CrossFrameError(f"{who}: give a prompt or prompt_embeds (one of the two).")
+        if frames_per_batch < 0:
+            raise CrossFrameError(f"{who}: frames_per_batch is {frames_per_batch}; use 0 for the whole clip in one "
+                                  "U-Net call, or a positive number of frames per window.")
         frames, controls = self._cfa_frames(images, control_images, generator)
         n = len(frames)
         texts = even_text(texts, n, who)
         embeds = even_embeds(embeds, n, who)
-        planner = ClipPlanner(options, n, frames_per_batch, who)
+        planner = RunPlanner(options, n, who)   # the core's planner, as the nodes use it
 
-        # One prompt encoding for the whole clip; each chunk gets its rows.
+        # One prompt encoding for the whole clip, one row per frame.
         device = self._execution_device
         cfg = guidance_scale > 1 and self.unet.config.time_cond_proj_dim is None
         encoded = self._cfa_encode(texts, embeds, cfg, device, parent_kwargs)
+        call_kwargs = dict(parent_kwargs)
+        call_kwargs.update({name: clip_rows(rows, n, name) for name, rows in encoded.items()})
+        if controls is not None:
+            call_kwargs["control_image"] = self._cfa_control_images(controls, preprocess_kwargs)
 
-        clip = _Clip(images=self.image_processor.preprocess(frames, **preprocess_kwargs).to(dtype=torch.float32),
-                     chunks=planner.chunks, generator=generator)
         active = timestep_bounds(options, self.scheduler.config.num_train_timesteps)
         context = CrossFrameContext()
-        results = []
+        windows = CallWindows(n, frames_per_batch, who)
         previous = install_processors(self.unet, context, options.blocks)
         hook = None
         try:
             hook = StepHook(context, lambda: self.do_classifier_free_guidance).attach(self.unet)
-            self._cfa_clip = clip
-            for index, (start, end) in enumerate(planner.chunks):
-                clip.current = (start, end)
-                context.run = FrameRun(planner.plan(index, active_sigmas=active))
-                chunk_kwargs = dict(parent_kwargs)
-                if controls is not None:
-                    chunk_kwargs["control_image"] = self._cfa_control_slice(controls, start, end, preprocess_kwargs)
-                chunk_kwargs.update({name: batch_rows(rows, start, end, n, name) for name, rows in encoded.items()})
-                results.append(super().__call__(
-                    prompt=None, image=frames[start:end], guidance_scale=guidance_scale,
-                    generator=generator[start:end] if isinstance(generator, (list, tuple)) else generator,
-                    output_type=output_type, return_dict=True, **chunk_kwargs))
-                context.run = None
-                if self.interrupt:  # a callback set `pipe._interrupt`: stop after this chunk
-                    break
+            windows.split(self.unet, on_window=context.set_window)
+            if getattr(self, "controlnet", None) is not None:
+                windows.split(self.controlnet)
+            windows.split(self.vae, "decode", first_arg="z")
+            self._cfa_clip = windows
+            context.run = FrameRun(planner.plan(active_sigmas=active))
+            return super().__call__(prompt=None, image=frames, guidance_scale=guidance_scale, generator=generator,
+                                    output_type=output_type, return_dict=return_dict, **call_kwargs)
         finally:
             self._cfa_clip = None
             context.clear()
+            windows.undo()
             if hook is not None:
                 hook.remove()
             restore_processors(self.unet, previous)
-        return self._cfa_output(results, return_dict)
 
 
 class ControlNetFramesMixin:
     """control_images for a ControlNet pipeline: one per frame (with several ControlNets, one list each),
-    checked against the frames and sliced per chunk."""
+    checked against the frames."""
 
     @staticmethod
     def _cfa_check_control_list(controls: list, n_frames: int, size, who: str, what: str):
@@ -327,19 +290,18 @@ class ControlNetFramesMixin:
         self._cfa_check_control_list(controls, n_frames, size, who, "control images")
         return controls
 
-    def _cfa_control_slice(self, controls, start, end, sizes):
+    def _cfa_control_images(self, controls, sizes):
         if hasattr(self.controlnet, "nets"):
             # The parent takes one image *batch* per ControlNet, not nested lists: hand it tensors in [0, 1].
-            return [self.control_image_processor.preprocess(c[start:end], **sizes).to(torch.float32)
-                    for c in controls]
-        return controls[start:end]
+            return [self.control_image_processor.preprocess(c, **sizes).to(torch.float32) for c in controls]
+        return controls
 
 
 def options_from(who: str, blocks, anchors, include_self, start_percent, end_percent, bank_device,
-                 bank_dtype) -> CrossFrameOptions:
+                 bank_dtype, anchor_every: int = 0) -> CrossFrameOptions:
     options = CrossFrameOptions(blocks=blocks, anchors=anchors, include_self=include_self,
                                 start_percent=start_percent, end_percent=end_percent, bank_device=bank_device,
-                                bank_dtype=bank_dtype, who=who)
+                                bank_dtype=bank_dtype, anchor_every=anchor_every, who=who)
     if not block_names(options.blocks) <= set(BLOCK_GROUPS):
         raise CrossFrameError(f"{who}: blocks={blocks!r} is not a block choice of a diffusers U-Net; use "
                               f"{', '.join(BLOCK_GROUPS)} or several joined by '+'.")
@@ -352,21 +314,25 @@ CALL_DOC = """
         images: the clip's frames (list of PIL images / arrays / tensors, or a batched tensor or array), all of
             one size.{control}
         prompt / prompt_embeds (and negative_*{extra_text}): one for the whole clip, or one per frame.
-        frames_per_batch: 0 = the whole clip in one U-Net batch (fastest); k > 0 = chunks of k frames in order,
-            each reading the first frame and the previous chunk's last frame (same result with a deterministic
-            scheduler, memory bounded by k).
+        frames_per_batch: how many frames each U-Net (and ControlNet, VAE decoder) call evaluates: 0 = the whole
+            clip in one call (fastest); k > 0 = windows of k frames in clip order within each denoising step,
+            frame by frame exactly as one call (any scheduler, ancestral and SDE ones too: one scheduler loop
+            runs over the whole clip); memory bounded by k.
+        anchor_every: 0 = every frame attends to frame 0 and the previous frame; N > 0 = keyframe anchors: frames
+            attend to the latest keyframe (frame 0, N, 2N, ...) and the previous frame.
         blocks: U-Net block groups whose self-attention is cross-frame: "output" (up blocks, the classic
             choice), "input", "middle" or a mix such as "input+output".
         anchors: "first+previous" (the method), "first" or "previous".
         include_self: also attend to the frame's own tokens (less ghosting on big motion, less consistency).
         start_percent / end_percent: part of the noise schedule (0 = noise, 1 = clean) where it acts.
-        bank_device / bank_dtype: where the chunk-boundary frames are kept ("auto" or "cpu"; "auto" or a dtype).
+        bank_device / bank_dtype: where recorded anchor frames are kept ("auto" or "cpu"; "auto" or a dtype). The
+            pipelines record none (windows pass their anchors on within each U-Net call); kept for the
+            options' shared validation.
         generator: one generator for the clip, or one per frame. Frame i's noise does not depend on
             frames_per_batch.
         Everything else (strength, num_inference_steps, guidance_scale, eta, output_type, callbacks, ...) is the
-        parent pipeline's; callbacks run per chunk with step indices restarting at 0. Setting
-        `pipe._interrupt = True` in a callback stops after the current chunk: only its frames and those before
-        are returned.
+        parent pipeline's, and acts as there: callbacks run once per denoising step for the whole clip; setting
+        `pipe._interrupt = True` in a callback skips the remaining steps of every frame.
 
         Returns {output} (images: one per frame, as output_type says), or a tuple {tuple} when
         return_dict=False. Raises ValueError (CrossFrameError) on bad input.

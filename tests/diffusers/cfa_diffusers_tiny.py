@@ -163,7 +163,7 @@ def embeddings(seed=7):
 
 def sdxl_embeddings(frames: int, seed=9) -> dict:
     """SDXL conditioning handed in directly: one prompt/negative row for the clip, a pooled embedding per frame
-    (so a chunk given another frame's pooled row would show) and one negative pooled row."""
+    (so a window given another frame's pooled row would show) and one negative pooled row."""
     g = torch.Generator().manual_seed(seed)
     return dict(prompt_embeds=torch.randn(1, TEXT_LEN, TEXT_DIM, generator=g),
                 negative_prompt_embeds=torch.randn(1, TEXT_LEN, TEXT_DIM, generator=g),
@@ -187,16 +187,23 @@ def _is_chosen(name: str, prefixes) -> bool:
 
 
 class _Recorder:
-    """Per (layer, timestep): the first frame's and the previous frame's self-attention inputs."""
+    """Per (layer, timestep): the first frame's and the previous frame's self-attention inputs. With
+    anchor_every = N, frame k*N (k >= 1) is a keyframe: it attends to [itself; previous], and the frames after
+    it to [it; previous]."""
 
-    def __init__(self, anchors="first+previous", include_self=False, active=lambda t: True):
+    def __init__(self, anchors="first+previous", include_self=False, active=lambda t: True, anchor_every=0):
         self.anchors, self.include_self, self.active = anchors, include_self, active
+        self.every = anchor_every
         self.first, self.prev, self.current = {}, {}, {}
         self.frame = 0
         self.step = None
 
+    @property
+    def keyframe(self) -> bool:
+        return bool(self.every) and self.frame > 0 and self.frame % self.every == 0
+
     def next_frame(self):
-        if self.frame == 0:
+        if self.frame == 0 or self.keyframe:
             self.first = self.current
         self.prev, self.current = self.current, {}
         self.frame += 1
@@ -217,7 +224,7 @@ class _ReferenceProcessor:
         if rec.frame > 0 and rec.active(rec.step):
             parts = []
             if "first" in rec.anchors:
-                parts.append(rec.first[key])
+                parts.append(x if rec.keyframe else rec.first[key])
             if "previous" in rec.anchors:
                 parts.append(rec.prev[key])
             if rec.include_self:

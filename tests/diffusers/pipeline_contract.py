@@ -9,8 +9,9 @@ that module's fixtures:
                   the plain frame-by-frame implementation of the method (tiny.frame_by_frame), cached
 Pipeline-specific checks stay in the pipeline's own test module.
 
-Comparisons are on the final latents (output_type="latent"), fp32, DDIM (eta 0), FRAMES frames of 32x32,
-3 denoising steps.
+Comparisons are on the final latents (output_type="latent"), fp32, DDIM (eta 0) unless a test names another
+scheduler, FRAMES frames of 32x32, 3 denoising steps. `frames_per_batch` is the window size: each U-Net,
+ControlNet and VAE-decoder call is evaluated that many frames at a time, in clip order, in one scheduler loop.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import pytest
 import torch
 
 import cfa_diffusers_tiny as tiny
-from cross_frame_attention import CrossFrameError
+from cross_frame_attention import CrossFrameError, FrameRun
 
 # Max |difference| relative to the output's max |value| (latents reach about 12 to 14 here). Measured on CPU
 # fp32 (diffusers 0.42, torch 2.14): <= 2e-6 between paths that must agree, 0.04 to 0.2 per frame where the
@@ -31,12 +32,23 @@ SEED = 3
 
 
 def assert_untouched(pipe, before):
-    """The U-Net has exactly the processors `before` again, no step hook, and no clip state is left."""
+    """The U-Net has exactly the processors `before` again, no step hook, no windowed model calls, and no clip
+    state is left."""
     after = pipe.unet.attn_processors
     assert after.keys() == before.keys()
     assert all(after[k] is before[k] for k in before), "the U-Net's processors were not restored"
     assert not pipe.unet._forward_pre_hooks, "the step hook was left on the U-Net"
+    for model, method in ((pipe.unet, "forward"), (getattr(pipe, "controlnet", None), "forward"),
+                          (pipe.vae, "decode")):
+        assert model is None or method not in vars(model), f"{type(model).__name__}.{method} is still windowed"
     assert pipe._cfa_clip is None
+
+
+def batch_sizes(module):
+    """Record the batch size of every call of `module` (a forward pre-hook); returns (list, hook handle)."""
+    sizes = []
+    handle = module.register_forward_pre_hook(lambda m, args: sizes.append(args[0].shape[0]))
+    return sizes, handle
 
 
 def assert_rejected(pipe, edit, clip, kwargs, match):
@@ -90,6 +102,55 @@ class VideoPipelineContract:
         assert out.shape == (FRAMES, 4, tiny.SIZE // 2, tiny.SIZE // 2)
         assert tiny.rel_diff(out, reference()) <= TOL
 
+    @pytest.mark.parametrize("frames_per_batch", [0, 1, 3])
+    def test_anchor_every_equals_its_frame_by_frame_definition(self, parts, clip, reference, frames_per_batch):
+        out = self.edit(tiny.make(self.pipeline, parts), clip, frames_per_batch, anchor_every=2)
+        assert tiny.rel_diff(out, reference(anchor_every=2)) <= TOL
+        assert tiny.rel_diff(out[:2], reference()[:2]) <= TOL           # frames before the first keyframe
+        assert tiny.rel_diff(out[2:], reference()[2:]) > 1e-3           # keyframe 2 and after: anchored anew
+
+    @pytest.mark.parametrize("scheduler", ["EulerAncestralDiscreteScheduler", "DPMSolverSDEScheduler"])
+    def test_windows_equal_the_whole_clip_with_schedulers_that_draw_noise(self, parts, clip, scheduler):
+        """One scheduler loop over the whole clip draws each step's noise once for every frame, so windows of
+        any size give the whole clip's frames, ancestral and SDE schedulers included."""
+        import diffusers
+        extra = {}
+        if scheduler == "DPMSolverSDEScheduler":
+            pytest.importorskip("torchsde", reason="DPMSolverSDEScheduler needs torchsde (ComfyUI requires it)")
+            extra = dict(noise_sampler_seed=SEED)   # else it seeds its Brownian tree from torch's global RNG
+        scheduler = getattr(diffusers, scheduler).from_config(parts["scheduler"].config, **extra)
+        parts = dict(parts, scheduler=scheduler)
+        pipe = tiny.make(self.pipeline, parts)
+        whole = self.edit(pipe, clip, 0)
+        for size in (1, 2, 3):
+            assert tiny.rel_diff(self.edit(pipe, clip, size), whole) <= TOL, f"windows of {size}"
+        other_seed = self.edit(pipe, clip, 0, generator=torch.Generator().manual_seed(SEED + 1))
+        assert tiny.rel_diff(other_seed, whole) > 1e-3       # the noise drawn matters
+
+    def test_every_model_call_is_split_into_windows_in_clip_order(self, parts, clip, monkeypatch):
+        pipe = tiny.make(self.pipeline, parts)
+        seen = {name: batch_sizes(getattr(pipe, name).conv_in) for name in ("unet", "controlnet")}
+        seen["vae"] = batch_sizes(pipe.vae.decoder.conv_in)
+        frames_seen = []
+        real_kv = FrameRun.kv
+
+        def spy(run, layer, x, cond_or_uncond, sigma, ids=None, frames=None):
+            frames_seen.append(frames)
+            return real_kv(run, layer, x, cond_or_uncond, sigma, ids, frames)
+
+        monkeypatch.setattr(FrameRun, "kv", spy)
+        try:
+            self.edit(pipe, clip, 3, output_type="pt")
+        finally:
+            for _, handle in seen.values():
+                handle.remove()
+        assert set(seen["unet"][0]) == {2 * 3, 2 * 1}       # CFG groups x windows of 3 and 1 frame
+        assert set(seen["controlnet"][0]) == {2 * 3, 2 * 1}
+        assert seen["vae"][0] == [3, 1]
+        assert set(frames_seen) == {(0, 1, 2), (3,)}
+        monkeypatch.undo()
+        assert_untouched(pipe, dict(pipe.unet.attn_processors))
+
     @pytest.mark.parametrize("frames_per_batch", [0, 2])
     def test_guidance_scale_one_equals_reference_without_cfg(self, parts, clip, reference, frames_per_batch):
         out = self.edit(tiny.make(self.pipeline, parts), clip, frames_per_batch, guidance_scale=1.0)
@@ -116,7 +177,7 @@ class VideoPipelineContract:
     @pytest.mark.parametrize("frames_per_batch,blocks,prefixes", [
         (0, "middle+output", ("mid_block", "up_blocks")),
         (2, None, ("up_blocks",)),
-    ], ids=["middle+output-whole-clip", "default-blocks-chunks-of-2"])
+    ], ids=["middle+output-whole-clip", "default-blocks-windows-of-2"])
     def test_processors_are_ours_during_the_call_only(self, parts, clip, frames_per_batch, blocks, prefixes):
         pipe = tiny.make(self.pipeline, parts)
         before = dict(pipe.unet.attn_processors)
@@ -138,11 +199,11 @@ class VideoPipelineContract:
         before = dict(pipe.unet.attn_processors)
 
         def boom(p, i, t, kwargs):
-            if p._cfa_clip.current[0] == 2 and i == 1:
-                raise RuntimeError("stop in the second chunk")
+            if i == 1:
+                raise RuntimeError("stop in the second step")
             return kwargs
 
-        with pytest.raises(RuntimeError, match="second chunk"):
+        with pytest.raises(RuntimeError, match="second step"):
             self.edit(pipe, clip, 2, callback_on_step_end=boom)
         assert_untouched(pipe, before)
         assert tiny.rel_diff(self.edit(pipe, clip, 2), reference()) <= TOL  # and the next call is clean
@@ -158,14 +219,15 @@ class VideoPipelineContract:
         (dict(generator=[torch.Generator()] * 3), "3 generators for 4 frames"),
         (dict(blocks="decoder"), "not a block choice"),
         (dict(anchors="last"), "anchors"),
-        (dict(frames_per_batch=-1), "frames_per_batch"),
+        (dict(frames_per_batch=-1), "frames_per_batch is -1"),
+        (dict(anchor_every=-2), "anchor_every=-2"),
         (dict(num_images_per_prompt=2), "num_images_per_prompt"),
         (dict(image=tiny.random_frames(1, seed=1)), "images="),
         (dict(control_image=tiny.random_frames(1, seed=1)), "images="),
         (dict(prompt="a cat"), "one of the two"),
         (dict(prompt_embeds=torch.zeros(3, tiny.TEXT_LEN, tiny.TEXT_DIM)), "3 rows for 4 frames"),
     ], ids=["empty", "none", "no-control", "control-count", "frame-sizes", "control-size", "generators", "blocks",
-            "anchors", "frames-per-batch", "images-per-prompt", "image-kwarg", "control-image-kwarg",
+            "anchors", "frames-per-batch", "anchor-every", "images-per-prompt", "image-kwarg", "control-image-kwarg",
             "prompt-and-embeds", "embed-rows"])
     def test_bad_input_raises_a_clear_value_error(self, parts, clip, kwargs, match):
         assert_rejected(tiny.make(self.pipeline, parts), self.edit, clip, kwargs, match)
@@ -184,10 +246,10 @@ class VideoPipelineContract:
         assert all(isinstance(im, PIL.Image.Image) and im.size == (tiny.SIZE, tiny.SIZE) for im in pil)
         whole = run(prompt="a photo of a red cat", output_type="np").images
         assert isinstance(whole, np.ndarray) and whole.shape == (FRAMES, tiny.SIZE, tiny.SIZE, 3)
-        chunked, *rest = run(prompt="a photo of a red cat", output_type="np", frames_per_batch=3,
-                             return_dict=False)
+        windowed, *rest = run(prompt="a photo of a red cat", output_type="np", frames_per_batch=3,
+                              return_dict=False)
         assert rest == self.after_images
-        assert np.abs(chunked - whole).max() <= 1e-4
+        assert np.abs(windowed - whole).max() <= 1e-4
         assert np.abs(np.asarray(pil[2], dtype=np.float32) / 255 - whole[2]).max() <= 1 / 255 + 1e-6
         pt = run(prompt="a photo of a red cat", output_type="pt", frames_per_batch=1).images
         assert pt.shape == (FRAMES, 3, tiny.SIZE, tiny.SIZE)

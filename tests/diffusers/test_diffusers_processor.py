@@ -4,18 +4,12 @@ reference."""
 from __future__ import annotations
 
 import copy
-import sys
-from pathlib import Path
 
 import pytest
 
-_WHY = "the diffusers pipeline is an optional extra: pip install diffusers transformers"
-pytest.importorskip("diffusers", reason=f"diffusers is not installed ({_WHY})")
-pytest.importorskip("transformers", reason=f"transformers is not installed ({_WHY})")
-
+import needs_diffusers  # noqa: F401  (first: skips this module without the diffusers extra)
 import torch  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).parent))  # this folder (helpers), never the repo root
 import cfa_diffusers_tiny as tiny  # noqa: E402
 
 from cross_frame_attention import CrossFrameError, CrossFrameOptions, FrameRun, RunPlan  # noqa: E402
@@ -152,3 +146,40 @@ def test_unet_call_without_the_step_hook_is_an_error():
     context.run = FrameRun(RunPlan(frames=2, options=CrossFrameOptions()))
     with torch.no_grad(), pytest.raises(CrossFrameError, match="no denoising step"):
         unet(torch.randn(2, 4, 16, 16), 10, encoder_hidden_states=torch.randn(2, 5, tiny.TEXT_DIM))
+
+
+# -- a model call cut into windows of frames and put back together -----------------------------------------------
+def test_rows_cut_per_window_and_joined_back_in_place():
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
+
+    from cross_frame_attention.diffusers_frontend.model_windows import cut_rows, join_rows
+
+    frames, groups = 5, 2
+    batch = torch.arange(groups * frames, dtype=torch.float32)[:, None]   # row r holds r
+    shared = torch.ones(3)                                                 # not one row per image: passed whole
+    bounds = [(0, 2), (2, 4), (4, 5)]
+    parts = []
+    for start, stop in bounds:
+        cut = cut_rows({"x": batch, "more": [batch, shared], "scale": 0.5}, groups * frames, groups, start, stop)
+        assert cut["more"][1] is shared and cut["scale"] == 0.5
+        rows = [g * frames + f for g in range(groups) for f in range(start, stop)]   # each group's window rows
+        assert cut["x"][:, 0].tolist() == rows
+        parts.append(UNet2DConditionOutput(sample=cut["x"] * 10))
+    joined = join_rows(parts, bounds, groups, frames, "test")
+    assert isinstance(joined, UNet2DConditionOutput) and torch.equal(joined.sample, batch * 10)
+    pairs = join_rows([(p.sample, [p.sample]) for p in parts], bounds, groups, frames, "test")
+    assert torch.equal(pairs[0], batch * 10) and torch.equal(pairs[1][0], batch * 10)
+    with pytest.raises(CrossFrameError, match="4 rows for a window of 1 frames x 2 group"):
+        join_rows([parts[0].sample], [(4, 5)], groups, frames, "test")
+
+
+def test_context_window_brackets_one_evaluation_of_the_run():
+    run = FrameRun(RunPlan(frames=4, options=CrossFrameOptions()))
+    context = CrossFrameContext()
+    context.run = run
+    context.set_window((0, 1))
+    assert run._in_evaluation and context.frames == (0, 1)
+    context.set_window((2, 3))
+    assert run._in_evaluation
+    context.set_window(None)
+    assert not run._in_evaluation and context.frames is None

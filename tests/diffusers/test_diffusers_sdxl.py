@@ -1,29 +1,23 @@
 """CrossFrameVideoXLPipeline on tiny random SDXL-shaped models. TestVideoPipelineContract runs the checks shared
 with the SD pipeline (pipeline_contract.py: frame 0 is the stock SDXL ControlNet img2img pipeline's, the clip
-equals a plain frame-by-frame implementation of the method in one batch or in chunks, options, processors
+equals a plain frame-by-frame implementation of the method in one batch or in windows, windows with
+ancestral/SDE schedulers, keyframe anchors, options, processors
 restored after the call and after an error, bad input rejected, text prompts and output types). The tests below
 are SDXL's own: the exports, a VAE with latents mean/std, size conditioning and pooled embeddings reaching the
-right frames in every chunk, the extra input checks of the pooled embeddings, prompt_2.
+right frames in every window, the extra input checks of the pooled embeddings, prompt_2.
 
 Comparisons are on the final latents (output_type="latent"), fp32, DDIM (eta 0), 4 frames of 32x32, 3 denoising
 steps, guidance 5 (the SDXL default).
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-_WHY = "the diffusers pipeline is an optional extra: pip install diffusers transformers"
-pytest.importorskip("diffusers", reason=f"diffusers is not installed ({_WHY})")
-pytest.importorskip("transformers", reason=f"transformers is not installed ({_WHY})")
-
+import needs_diffusers  # noqa: F401  (first: skips this module without the diffusers extra)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from diffusers import StableDiffusionXLControlNetImg2ImgPipeline as StockXL  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).parent))  # this folder (helpers), never the repo root
 import cfa_diffusers_tiny as tiny  # noqa: E402
 
 from cross_frame_attention.diffusers_frontend import pipeline as pipeline_module  # noqa: E402
@@ -106,7 +100,7 @@ def test_exported_from_the_pipeline_module():
 # -- the VAE's latent normalisation, size conditioning and pooled embeddings per frame ---------------------------
 def test_vae_latent_mean_and_std_as_the_stock_pipeline(clip):
     """A VAE whose config has latents_mean / latents_std (the parent normalises the encoded latents with them):
-    frame 0 still equals the stock pipeline's, and chunks still equal the whole clip."""
+    frame 0 still equals the stock pipeline's, and windows still equal the whole clip."""
     parts = tiny.sdxl_components()
     parts["vae"] = tiny.tiny_vae(latents_mean=(0.5, -0.3, 0.2, 0.0), latents_std=(2.0, 0.5, 1.5, 1.0))
     pipe = tiny.make(CrossFrameVideoXLPipeline, parts)
@@ -116,8 +110,9 @@ def test_vae_latent_mean_and_std_as_the_stock_pipeline(clip):
     assert tiny.rel_diff(edit(pipe, clip, 3), out) <= TOL
 
 
-def test_size_conditioning_reaches_every_chunk(parts, clip, reference):
-    """add_time_ids (original/target size, crop) are built by the parent per chunk: one row per frame."""
+def test_size_conditioning_reaches_every_window(parts, clip, reference):
+    """add_time_ids (original/target size, crop) are built by the parent, one row per frame, and cut to each
+    window with the rest of the call."""
     sizes = dict(original_size=(64, 48), target_size=(40, 40), crops_coords_top_left=(4, 0))
     out = edit(tiny.make(CrossFrameVideoXLPipeline, parts), clip, 3, **sizes)
     assert tiny.rel_diff(out, reference(call_kwargs=sizes)) <= TOL
@@ -125,7 +120,7 @@ def test_size_conditioning_reaches_every_chunk(parts, clip, reference):
 
 
 def test_pooled_rows_go_to_their_frames(parts, clip):
-    """Swap the pooled embeddings of frames 2 and 3 (the second chunk of 2): frames 0 and 1 must not move,
+    """Swap the pooled embeddings of frames 2 and 3 (the second window of 2): frames 0 and 1 must not move,
     frame 2 must."""
     pipe = tiny.make(CrossFrameVideoXLPipeline, parts)
     pooled = clip["embeds"]["pooled_prompt_embeds"]

@@ -3,8 +3,8 @@ import copy
 import pytest
 import torch
 
-from cross_frame_attention import (AttentionBank, ClipPlanner, CrossFrameError, CrossFrameOptions,
-                                   CrossFrameState, FrameRun, RunPlan)
+from cross_frame_attention import (AttentionBank, CrossFrameError, CrossFrameOptions, CrossFrameState, FrameRun,
+                                   RunPlan, RunPlanner, window_bounds)
 
 import toy_unet as toy
 from toy_unet import group_of
@@ -14,6 +14,18 @@ LAYOUTS = [[0, 1], [1, 0], [0], [0, 0, 1]]
 
 def kv_of(plan, layout):
     return FrameRun(plan, group_of(layout)).kv
+
+
+def in_runs(x, frames_per_run, denoise_run, state=None):
+    """The clip in sampling runs of `frames_per_run` frames, each continuing the state the one before kept
+    (what a chain of Batch Video Samplers with output_state does): denoise_run(index, frames, plan) -> output.
+    Returns (output, the last run's state)."""
+    outs = []
+    for i, (s, e) in enumerate(window_bounds(x.shape[0], frames_per_run)):
+        planner = RunPlanner(CrossFrameOptions(), e - s, "test", state=state, keep_state=True)
+        outs.append(denoise_run(i, x[s:e], planner.plan()))
+        state = planner.result_state()
+    return torch.cat(outs), state
 
 
 class NoSync:
@@ -108,18 +120,17 @@ def test_recorded_tokens_are_copies_not_views_of_the_batch():
 
 @pytest.mark.parametrize("layout,kw", [([1, 0], {}), ([0], {}), ([1, 0], dict(heun=True)),
                                        ([0, 0, 1], dict(split_calls=True)), ([0, 0, 1], {})])
-@pytest.mark.parametrize("frames_per_batch", [1, 2, 3, 0])
-def test_chunked_and_batched_equal_frame_by_frame(layout, kw, frames_per_batch):
-    """Sequential equals batched: the central property, on a toy denoiser; also when a sigma is evaluated
-    twice (heun) and when two positive conds arrive in separate calls (area conds of different sizes)."""
+@pytest.mark.parametrize("frames_per_run", [1, 2, 3, 0])
+def test_continued_runs_and_batched_equal_frame_by_frame(layout, kw, frames_per_run):
+    """Sequential equals batched, across sampling runs: a clip sampled in several runs, each continuing the
+    kept state (anchor and last frame recorded per step) of the one before, equals the clip in one batch and
+    frame by frame; also when a sigma is evaluated twice (heun) and when two positive conds arrive in
+    separate calls (area conds of different sizes)."""
     weights = toy.make_weights()
     x = torch.randn(5, toy.TOKENS, toy.CHANNELS, generator=torch.Generator().manual_seed(3))
     want = toy.frame_by_frame(x, weights, layout, **kw)
-    planner = ClipPlanner(CrossFrameOptions(), 5, frames_per_batch, "test")
-    outs = []
-    for i, (s, e) in enumerate(planner.chunks):
-        outs.append(toy.denoise(x[s:e], weights, layout, kv_of(planner.plan(i), layout), **kw))
-    got = torch.cat(outs)
+    got, _ = in_runs(x, frames_per_run, lambda i, xs, plan: toy.denoise(xs, weights, layout, kv_of(plan, layout),
+                                                                        **kw))
     plain = toy.denoise(x, weights, layout, lambda *a: None, **kw)
     assert (got - want).abs().max() < 1e-5
     assert (plain - want).abs().max() > 1e-2     # the method really acts
@@ -128,19 +139,18 @@ def test_chunked_and_batched_equal_frame_by_frame(layout, kw, frames_per_batch):
 @pytest.mark.parametrize("with_ids", [True, False])
 def test_conditioning_ids_keep_conds_apart_when_batching_changes(with_ids):
     """ComfyUI batches conds together or calls them one by one depending on free memory and area sizes,
-    so one chunk may see [0, 0, 1] in one call and the next in three. Conditioning ids keep each cond's
+    so one run may see [0, 0, 1] in one call and the next in three. Conditioning ids keep each cond's
     key stable; keyed by order within a call alone, the second positive cond reads the wrong frame."""
     weights = toy.make_weights()
     x = torch.randn(4, toy.TOKENS, toy.CHANNELS, generator=torch.Generator().manual_seed(8))
     layout = [0, 0, 1]
     want = toy.frame_by_frame(x, weights, layout)
-    planner = ClipPlanner(CrossFrameOptions(), 4, 2, "test")
-    outs = []
+
+    def run(i, xs, plan):
+        kv = FrameRun(plan, group_of(layout) if with_ids else None).kv
+        return toy.denoise(xs, weights, layout, kv, split_calls=(i == 0))
     try:
-        for i, (s, e) in enumerate(planner.chunks):
-            run = FrameRun(planner.plan(i), group_of(layout) if with_ids else None)
-            outs.append(toy.denoise(x[s:e], weights, layout, run.kv, split_calls=(i == 0)))
-        error = float((torch.cat(outs) - want).abs().max())
+        error = float((in_runs(x, 2, run)[0] - want).abs().max())
     except CrossFrameError:   # the second positive cond found nothing under its key
         error = float("inf")
     assert (error < 1e-5) if with_ids else (error > 1e-3)
@@ -170,36 +180,46 @@ def test_reference_state_and_continuation():
     state.first = bank
     want = toy.frame_by_frame(x, weights, layout, reference=toy.record_reference(ref_x, weights, layout))
     # whole clip against the reference
-    planner = ClipPlanner(CrossFrameOptions(), 6, 0, "test", reference=state)
-    got = toy.denoise(x, weights, layout, kv_of(planner.plan(0), layout))
+    planner = RunPlanner(CrossFrameOptions(), 6, "test", state=state)
+    got = toy.denoise(x, weights, layout, kv_of(planner.plan(), layout))
     assert (got - want).abs().max() < 1e-5
-    # the clip in two sampler calls, the second continuing from the first one's kept state
-    first_half = ClipPlanner(CrossFrameOptions(), 3, 2, "test", reference=state, keep_state=True)
+    # the clip in two sampler runs of 3, each run in windows of 2, the second continuing the first's state
     outs = []
-    for i, (s, e) in enumerate(first_half.chunks):
-        outs.append(toy.denoise(x[s:e], weights, layout, kv_of(first_half.plan(i), layout)))
-    kept = first_half.result_state()
-    assert kept.filled and kept.last is not None
-    second = ClipPlanner(CrossFrameOptions(), 3, 0, "test", reference=kept)
-    outs.append(toy.denoise(x[3:], weights, layout, kv_of(second.plan(0), layout)))
+    for s, e in ((0, 3), (3, 6)):
+        planner = RunPlanner(CrossFrameOptions(), 3, "test", state=state, keep_state=True)
+        outs.append(toy.windowed(FrameRun(planner.plan(), group_of(layout)), 2)(x[s:e], weights, layout))
+        state = planner.result_state()
+        assert state.filled and state.last is not None
     assert (torch.cat(outs) - want).abs().max() < 1e-5
 
 
-def test_planner_memory_and_errors():
-    planner = ClipPlanner(CrossFrameOptions(), 7, 3, "Batch Video Sampler")
-    assert planner.chunks == [(0, 3), (3, 6), (6, 7)]
-    assert ClipPlanner(CrossFrameOptions(), 4, 100, "x").chunks == [(0, 4)]   # clamped
-    one = ClipPlanner(CrossFrameOptions(), 4, 0, "x").plan(0)
+def test_planner_records_only_what_a_continuation_reads():
+    one = RunPlanner(CrossFrameOptions(), 4, "x").plan()
     assert (one.first, one.prev, one.record_first, one.record_last) == (None, None, None, None)
-    with pytest.raises(CrossFrameError, match="frames_per_batch is -1"):
-        ClipPlanner(CrossFrameOptions(), 4, -1, "Batch Video Sampler")
+    kept = RunPlanner(CrossFrameOptions(), 4, "x", keep_state=True)
+    plan = kept.plan()
+    assert plan.record_first_frame == 0 and plan.record_first is not None and plan.record_last is not None
+    assert "frame 3 of the clip (x)" == plan.record_last.label
+    assert kept.plan().record_last is not plan.record_last              # a re-run records afresh
+    state = CrossFrameState(frozenset({"output"}), "Store")
+    state.first = AttentionBank("ref")
+    on_reference = RunPlanner(CrossFrameOptions(), 4, "x", state=state, keep_state=True).plan()
+    assert on_reference.first is state.first and on_reference.record_first is None  # the reference anchors
+    keyed = RunPlanner(CrossFrameOptions(anchor_every=3), 8, "x", state=state, keep_state=True).plan()
+    assert keyed.record_first_frame == 6 and keyed.record_first is not None         # the latest keyframe
+    cpu = RunPlanner(CrossFrameOptions(bank_device="cpu", bank_dtype="float16"), 2, "x", keep_state=True,
+                     latent_shape=(4, 8, 8)).plan().record_last
+    assert (cpu.device, cpu.dtype, cpu.latent_shape) == (torch.device("cpu"), torch.float16, (4, 8, 8))
+
+
+def test_planner_errors():
     with pytest.raises(CrossFrameError, match="empty"):
-        ClipPlanner(CrossFrameOptions(), 0, 0, "Batch Video Sampler")
-    with pytest.raises(CrossFrameError, match="in order"):
-        planner.plan(1)
-    empty = ClipPlanner(CrossFrameOptions(), 4, 0, "Batch Video Sampler").result_state()
+        RunPlanner(CrossFrameOptions(), 0, "Batch Video Sampler")
+    empty = RunPlanner(CrossFrameOptions(), 4, "Batch Video Sampler").result_state()
     with pytest.raises(CrossFrameError, match="output_state"):
         empty.check_usable("Cross-Frame Attention Patch")
+    with pytest.raises(CrossFrameError, match="before the clip was sampled"):
+        RunPlanner(CrossFrameOptions(), 4, "x", keep_state=True).result_state()
 
 
 def test_options_validation():
