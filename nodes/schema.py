@@ -8,6 +8,8 @@ from ..attention import ANCHOR_CHOICES, BANK_DEVICE_CHOICES, BANK_DTYPE_CHOICES,
 CATEGORY = "video/cross-frame attention"
 # Carries a CrossFrameState (recorded reference or clip attention) between our nodes.
 CrossFrameStateType = io.Custom("CFA_STATE")
+# Carries a ClipFlow (attention/fusion.py): a source clip's optical flow, for Flow Guided Fusion.
+FlowType = io.Custom("CFA_FLOW")
 
 
 def blocks_input():
