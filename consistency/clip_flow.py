@@ -34,10 +34,13 @@ def clip_flows(frames: np.ndarray, pairs: Sequence[tuple[int, int]], workers: Op
     """frames: T x H x W x 3 uint8. pairs: (target, reference) frame numbers. Returns the backward flows
     [T, 2, H, W] (target -> reference, in pixels) and round-trip excess [T, 1, H, W] (see round_trip_excess)
     at the targets; frames that are no pair's target get zero flow and +inf excess (never trusted).
-    on_pair() is called after each pair (progress; an exception raised there stops the work)."""
+    on_pair() is called in the calling thread after each pair (progress; an exception raised there stops the
+    work)."""
     count, height, width = frames.shape[:3]
-    flow = torch.zeros(count, 2, height, width)
-    excess = torch.full((count, 1, height, width), float("inf"))
+    # numpy, filled by the worker threads: they do not inherit the caller's torch inference mode, and torch
+    # refuses in-place writes to tensors created under it (ComfyUI runs nodes in inference mode).
+    flow = np.zeros((count, 2, height, width), np.float32)
+    excess = np.full((count, 1, height, width), np.inf, np.float32)
     grid = Grid(height, width)
     local = threading.local()
     # OpenCV's own worker threads would compete with ours: one each while the pool runs.
@@ -50,24 +53,28 @@ def clip_flows(frames: np.ndarray, pairs: Sequence[tuple[int, int]], workers: Op
             estimator = local.flow = flow_factory()
         backward = np.ascontiguousarray(estimator(frames[target], frames[reference]), dtype=np.float32)
         forward = np.ascontiguousarray(estimator(frames[reference], frames[target]), dtype=np.float32)
-        flow[target] = torch.from_numpy(backward).permute(2, 0, 1)
-        excess[target, 0] = torch.from_numpy(round_trip_excess(backward, forward, grid))
-        if on_pair is not None:
-            on_pair()
+        flow[target] = backward.transpose(2, 0, 1)
+        excess[target, 0] = round_trip_excess(backward, forward, grid)
 
     workers = min(workers or default_workers(), max(1, len(pairs)))
     if workers == 1:
         for pair in pairs:
             one(pair)
-        return flow, excess
+            if on_pair is not None:
+                on_pair()
+        return torch.from_numpy(flow), torch.from_numpy(excess)
     cv2.setNumThreads(1)
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cfa-flow")
     try:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cfa-flow") as pool:
-            for _ in pool.map(one, pairs):
-                pass
+        # on_pair runs in the calling thread (ComfyUI's progress bar and interrupt check expect it); when it
+        # raises, the pairs not started yet are dropped.
+        for _ in pool.map(one, pairs):
+            if on_pair is not None:
+                on_pair()
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
         cv2.setNumThreads(threads)
-    return flow, excess
+    return torch.from_numpy(flow), torch.from_numpy(excess)
 
 
 def previous_pairs(count: int) -> list[tuple[int, int]]:
