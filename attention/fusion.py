@@ -97,7 +97,7 @@ class ClipFlow:
     def at_latent(self, height: int, width: int, occlusion_threshold: float, with_first: bool,
                   who: str) -> "LatentFlow":
         """The flow resampled onto a latent grid of height x width (cached per size and threshold)."""
-        scale = latent_scale(self.height, self.width, height, width, who)
+        region = latent_region(self.height, self.width, height, width, who)
         key = (height, width, occlusion_threshold, with_first)
         with self._lock:
             cached = self._latent_cache.get(key)
@@ -105,11 +105,11 @@ class ClipFlow:
             return cached
         if with_first:
             self.ensure_first()
-        prev = _to_latent_grid(self.previous, self.trusted(self.previous_excess, occlusion_threshold), scale,
+        prev = _to_latent_grid(self.previous, self.trusted(self.previous_excess, occlusion_threshold), region,
                                height, width)
         first = None
         if with_first:
-            first = _to_latent_grid(self.first, self.trusted(self.first_excess, occlusion_threshold), scale,
+            first = _to_latent_grid(self.first, self.trusted(self.first_excess, occlusion_threshold), region,
                                     height, width)
         result = LatentFlow(height, width, *prev, *(first or (None, None, None)))
         with self._lock:
@@ -117,29 +117,36 @@ class ClipFlow:
         return result
 
 
-def latent_scale(pixel_h: int, pixel_w: int, latent_h: int, latent_w: int, who: str) -> int:
-    """The integer factor between the source frames and the latent (8 for SD's VAE), allowing the few pixels
-    that VAE Encode crops off when a side is not a multiple of it; an error when the two do not match."""
+def latent_region(pixel_h: int, pixel_w: int, latent_h: int, latent_w: int, who: str) -> tuple[slice, slice]:
+    """The part of the source frames that the latent covers. Frames that VAE Encode turned into this latent
+    (an integer factor, 8 for SD's VAE, less the few pixels it crops off a side that is not a multiple of
+    it): the centre crop it kept. Otherwise the whole frame, if it has the latent's aspect ratio (within a
+    latent pixel), e.g. the source at another resolution. Anything else is an error."""
     factor = pixel_h // latent_h if latent_h else 0
     if factor >= 1 and pixel_w // latent_w == factor and pixel_h - latent_h * factor < factor \
             and pixel_w - latent_w * factor < factor:
-        return factor
+        top, left = (pixel_h - latent_h * factor) // 2, (pixel_w - latent_w * factor) // 2
+        return slice(top, top + latent_h * factor), slice(left, left + latent_w * factor)
+    if abs(pixel_w * latent_h / pixel_h - latent_w) <= 1:
+        return slice(0, pixel_h), slice(0, pixel_w)
     raise CrossFrameError(
         f"{who}: the source frames are {pixel_w}x{pixel_h} pixels but the latent clip is {latent_w}x{latent_h} "
-        f"(about {latent_w * 8}x{latent_h * 8} pixels with an SD VAE); they do not correspond. Connect the "
-        "same frames, at the same size, that were encoded into the latent (scale them with 'Upscale Image' "
-        "before both VAE Encode and Source Flow).")
+        f"(about {latent_w * 8}x{latent_h * 8} pixels with an SD VAE): another aspect ratio, so they do not "
+        "correspond. Connect the same frames that were encoded into the latent (scale and crop them once, "
+        "e.g. with 'Upscale Image', and feed that IMAGE to both VAE Encode and the fusion's source).")
 
 
-def _to_latent_grid(flow: torch.Tensor, valid: torch.Tensor, factor: int, height: int, width: int):
-    """Area-average the pixel flow and mask over each latent pixel's block (centre-cropping what VAE Encode
-    crops off) and express the flow in latent pixels."""
-    top, left = (flow.shape[2] - height * factor) // 2, (flow.shape[3] - width * factor) // 2
-    crop = (slice(None), slice(None), slice(top, top + height * factor), slice(left, left + width * factor))
+def _to_latent_grid(flow: torch.Tensor, valid: torch.Tensor, region: tuple[slice, slice], height: int,
+                    width: int):
+    """Area-average the pixel flow and mask over each latent pixel's footprint in `region` and express the
+    flow in latent pixels."""
+    crop = (slice(None), slice(None), *region)
     flow, valid = flow[crop].float(), valid[crop].float()
-    if factor > 1:
-        flow = F.avg_pool2d(flow, factor) / factor
-        valid = F.avg_pool2d(valid, factor)
+    sy, sx = height / flow.shape[2], width / flow.shape[3]
+    if flow.shape[2:] != (height, width):
+        flow = F.adaptive_avg_pool2d(flow, (height, width))
+        valid = F.adaptive_avg_pool2d(valid, (height, width))
+    flow = flow * torch.tensor([sx, sy]).view(1, 2, 1, 1)
     return (*_bilinear_taps(flow), valid.reshape(valid.shape[0], 1, height * width))
 
 

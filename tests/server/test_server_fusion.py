@@ -22,12 +22,13 @@ def _source_flow_input(api):
 
 
 def mismatched_size(fixtures):
-    """The Source Flow gets the frames rescaled to BAD_SIZE while the latent is encoded at TEST_SIZE."""
+    """The Source Flow gets the frames rescaled to BAD_SIZE x TEST_SIZE (another aspect ratio) while the latent
+    is encoded at TEST_SIZE x TEST_SIZE."""
     api = _example(fixtures, 11)
     flow, link = _source_flow_input(api)
     big = graphs._fresh_id(api)
     api[big] = copy.deepcopy(api[link[0]])
-    api[big]["inputs"].update(width=graphs.BAD_SIZE, height=graphs.BAD_SIZE)
+    api[big]["inputs"].update(width=graphs.BAD_SIZE, height=graphs.TEST_SIZE)
     api[flow]["inputs"]["source"] = [big, 0]
     return api
 
@@ -54,7 +55,7 @@ def test_mismatched_source_is_a_clear_error_then_the_example_runs(comfy_server, 
     fx = comfy_server.fixtures
     msg = _message(comfy_server.run_prompt(mismatched_size(fx), timeout=240))
     size, bad = graphs.TEST_SIZE, graphs.BAD_SIZE
-    assert "Flow Guided Fusion" in msg and f"{bad}x{bad} pixels" in msg and f"{size // 8}x{size // 8}" in msg, msg
+    assert "Flow Guided Fusion" in msg and f"{bad}x{size} pixels" in msg and f"{size // 8}x{size // 8}" in msg, msg
 
     msg = _message(comfy_server.run_prompt(fewer_frames(fx), timeout=240))
     assert "Flow Guided Fusion" in msg and f"has {fx['frames']} frame(s) but the source flow has 3" in msg, msg

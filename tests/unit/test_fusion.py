@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from cross_frame_attention import CrossFrameError
-from cross_frame_attention.fusion import (ClipFlow, FusionOptions, FusionRun, LatentFlow, latent_scale,
+from cross_frame_attention.fusion import (ClipFlow, FusionOptions, FusionRun, LatentFlow, latent_region,
                                           step_active, warp_latent)
 
 T, C, H, W = 5, 4, 6, 7
@@ -142,13 +142,25 @@ def test_threshold_decides_what_is_trusted():
     assert cf.at_latent(8, 8, 0.5, False, "t").valid.eq(0).all()
 
 
-def test_latent_scale_allows_the_vae_crop_and_refuses_mismatches():
-    assert latent_scale(512, 512, 64, 64, "who") == 8
-    assert latent_scale(272, 644, 34, 80, "who") == 8     # VAE Encode crops 644 -> 640
-    assert latent_scale(128, 128, 16, 16, "who") == 8
-    for pixel, latent in [((272, 640), (34, 64)), ((512, 512), (32, 64)), ((100, 100), (64, 64))]:
-        with pytest.raises(CrossFrameError, match="who: the source frames are .* but the latent clip is"):
-            latent_scale(*pixel, *latent, "who")
+def test_latent_region_allows_the_vae_crop_or_another_resolution_and_refuses_other_shapes():
+    assert latent_region(512, 512, 64, 64, "who") == (slice(0, 512), slice(0, 512))
+    assert latent_region(272, 644, 34, 80, "who") == (slice(0, 272), slice(2, 642))  # VAE Encode's centre crop
+    assert latent_region(1024, 1024, 64, 64, "who") == (slice(0, 1024), slice(0, 1024))
+    assert latent_region(720, 1280, 36, 64, "who") == (slice(0, 720), slice(0, 1280))  # 1280x720 for 512x288
+    for pixel, latent in [((272, 640), (34, 64)), ((512, 512), (32, 64)), ((64, 96), (8, 8))]:
+        with pytest.raises(CrossFrameError, match="who: the source frames are .* but the latent clip is .* "
+                                                  "another aspect ratio"):
+            latent_region(*pixel, *latent, "who")
+
+
+def test_a_source_at_another_resolution_gives_the_same_latent_flow():
+    frames, h, w = 2, 4, 6
+    flow = torch.zeros(frames, 2, h * 8, w * 8)
+    flow[:, 0], flow[:, 1] = 8.0, -4.0
+    small = torch.nn.functional.interpolate(flow, scale_factor=0.5) * 0.5   # the same motion at half size
+    a = ClipFlow(flow, torch.zeros(frames, 1, h * 8, w * 8)).at_latent(h, w, 1.0, False, "t")
+    b = ClipFlow(small, torch.zeros(frames, 1, h * 4, w * 4)).at_latent(h, w, 1.0, False, "t")
+    assert torch.equal(a.index, b.index) and torch.allclose(a.weight, b.weight)
 
 
 def test_clip_flow_survives_deepcopy_and_computes_first_flows_once():
