@@ -19,6 +19,7 @@ source (no footage on the GPU machine), fp16 on the GPU. Nothing is downloaded.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
 from pathlib import Path
@@ -69,8 +70,8 @@ def main():
     comfy_nodes = setup_comfy(cpu)
     mapping = comfy_nodes.NODE_CLASS_MAPPINGS
     pack = sys.modules[mapping["CFA_FlowGuidedFusion"].__module__.rsplit(".", 2)[0]]
-    clip_flow = sys.modules[pack.__name__ + ".consistency.clip_flow"]
-    fusion_core = sys.modules[pack.__name__ + ".attention.fusion"]
+    clip_flow = importlib.import_module(pack.__name__ + ".consistency.clip_flow")
+    fusion_core = importlib.import_module(pack.__name__ + ".attention.fusion")
     px = SHAPES[a.shape]["px"]
     frames = source_frames(a.frames, px)
     report = {"device": torch.cuda.get_device_name() if not cpu else "cpu", "torch": torch.__version__,
