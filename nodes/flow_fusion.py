@@ -14,7 +14,7 @@ from ..attention import CrossFrameError
 from ..attention.fusion import (DEFAULT_OCCLUSION_THRESHOLD, DEFAULT_STRENGTH, FUSION_ANCHORS, FusionOptions,
                                 FusionRun, step_active)
 from .comfy_patch import active_sigmas
-from .schema import CATEGORY, FlowType
+from .schema import CATEGORY, FlowType, percent_inputs
 from .source_flow import flow_of_frames
 
 NAME = "Flow Guided Fusion"
@@ -96,12 +96,8 @@ class FlowGuidedFusion(io.ComfyNode):
                                tooltip="How much of the previous frame's prediction replaces each frame's where "
                                        "the motion is reliable. 0 = off (exactly the unfused result); 1 = copy "
                                        "it (steadiest, but new detail can't appear there)."),
-                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.001,
-                               tooltip="Part of the denoising schedule where fusion acts: where it starts "
-                                       "(0 = the first, noisiest step)."),
-                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.001,
-                               tooltip="Where fusion stops (1 = the last step). Stopping earlier lets the "
-                                       "last steps re-sharpen detail, with a little more flicker."),
+                *percent_inputs("fusion", "lets the last steps re-sharpen detail, with a little more "
+                                          "flicker"),
                 io.Combo.Input("anchor", options=list(FUSION_ANCHORS), default=FUSION_ANCHORS[0],
                                tooltip="What each frame is fused with. previous: the frame before it (along the "
                                        "flow t-1 -> t). previous+first: also frame 0 along the flow 0 -> t, like "

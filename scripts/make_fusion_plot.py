@@ -55,9 +55,10 @@ def main(argv=None):
         figures[name] = {k: out[k].summary()["result"]["warp_error_mean"] for k in ("plain", "fused")}
         figures[name]["source"] = plain.summary()["source"]["warp_error_mean"]
         figures[name]["ratio"] = figures[name]["plain"] / figures[name]["fused"]
-    options = {k: v for k, v in out["options"].items()}
-    fig.suptitle(f"Flow-guided fusion on real footage (tiny random U-Net, stand-in VAE, {demo.SAMPLING}); "
-                 f"fusion {options}", fontsize=9)
+    options = ", ".join(f"{k} {v}" for k, v in out["options"].items())
+    fig.suptitle(f"Flow-guided fusion on real footage: tiny random U-Net, stand-in VAE, Batch Video Sampler "
+                 f"{demo.SAMPLING['steps']} steps, denoise {demo.SAMPLING['denoise']}\n"
+                 f"Flow Guided Fusion at its defaults: {options}", fontsize=9)
     fig.tight_layout()
     fig.savefig(a.out)
     from PIL import Image

@@ -13,6 +13,7 @@ import torch
 import dit_models
 from graph_helpers import ksampler, rel_diff, video_sampler
 from test_measure_node import panning_clip
+from test_windows import core_windows
 
 TOL = 1e-4             # windows vs whole clip, as tests/comfy/test_windows.py
 FRAMES, SIZE = 5, 128  # clip_latent: 5 frames of 16x16 latents = 128x128 px
@@ -110,6 +111,9 @@ def test_windows_of_one_and_four_frames_equal_the_whole_clip(comfy, fusion, flow
     for size in (1, 4):
         windowed, _ = video_sampler(comfy, model, conds, clip_latent, frames_per_batch=size)
         assert rel_diff(windowed, whole) <= TOL, f"windows of {size}"
+    # core's Context Windows (Manual) on the fused model: windows of 2 frames, fused over the whole clip
+    windowed, _ = video_sampler(comfy, core_windows(model, 2), conds, clip_latent)
+    assert rel_diff(windowed, whole) <= TOL, "core context windows"
 
 
 def test_no_step_in_range_is_a_no_op_and_the_range_is_honoured(comfy, fusion, flow, tiny_model, conds,

@@ -106,6 +106,14 @@ def _video_out(g, latent, ckpt, parts, x, y, prefix):
           format="auto", codec="auto")
 
 
+def _fusion(g, ckpt, scale, x, y):
+    """Source Flow on the resized frames, and Flow Guided Fusion of the checkpoint's model at its defaults."""
+    flow = g.add("CFA_SourceFlow", (x, y), size=(320, 80), title="Source Flow (motion of the input)",
+                 source=scale["IMAGE"])
+    return g.add("CFA_FlowGuidedFusion", (x, y + 120), size=(340, 250), model=ckpt["MODEL"], flow=flow["flow"],
+                 strength=0.75, start_percent=0.0, end_percent=1.0, anchor="previous", occlusion_threshold=1.0)
+
+
 def _sampler(g, pos_xy, model, positive, negative, latent, **over):
     values = dict(seed=42, steps=20, cfg=7.0, sampler_name="euler", scheduler="normal", denoise=0.6,
                   frames_per_batch=0, anchors="first+previous", include_self=False, blocks="output",
@@ -238,8 +246,8 @@ def image_reference(info):
 
 
 def compare_consistency(info):
-    g = Graph("compare_consistency", "Compare: the same clip edited with and without cross-frame attention, and fused",
-              info)
+    g = Graph("compare_consistency",
+              "Compare: the same clip edited with and without cross-frame attention, and with fusion", info)
     ckpt, pos, neg = _loaders(g)
     parts, scale, enc = _video_in(g, ckpt)
     bvs = _sampler(g, (1220, 80), ckpt["MODEL"], pos["CONDITIONING"], neg["CONDITIONING"], enc["LATENT"])
@@ -248,22 +256,18 @@ def compare_consistency(info):
                model=ckpt["MODEL"], positive=pos["CONDITIONING"], negative=neg["CONDITIONING"],
                latent_image=enc["LATENT"], seed=42, steps=20, cfg=7.0, sampler_name="euler",
                scheduler="normal", denoise=0.6)
-    flow = g.add("CFA_SourceFlow", (800, 1060), size=(320, 80), source=scale["IMAGE"])
-    fusion = g.add("CFA_FlowGuidedFusion", (800, 1200), size=(340, 250), model=ckpt["MODEL"], flow=flow["flow"],
-                   strength=0.75, start_percent=0.0, end_percent=1.0, anchor="previous",
-                   occlusion_threshold=1.0)
+    fusion = _fusion(g, ckpt, scale, 800, 1060)
     fused = _sampler(g, (1220, 1300), fusion["model"], pos["CONDITIONING"], neg["CONDITIONING"], enc["LATENT"])
     fused.title = "Batch Video Sampler (WITH attention + flow-guided fusion)"
-    dec_with = g.add("VAEDecode", (1620, 80), samples=bvs["LATENT"], vae=ckpt["VAE"])
-    dec_without = g.add("VAEDecode", (1620, 700), samples=ks["LATENT"], vae=ckpt["VAE"])
-    dec_fused = g.add("VAEDecode", (1620, 1300), samples=fused["LATENT"], vae=ckpt["VAE"])
-    g.add("CFA_MeasureTemporalConsistency", (1860, 80), size=(520, 500), images=dec_with["IMAGE"],
-          source=scale["IMAGE"], occlusion_mask=True, label="WITH cross-frame attention (Batch Video Sampler)")
-    g.add("CFA_MeasureTemporalConsistency", (1860, 700), size=(520, 500),
-          images=dec_without["IMAGE"], source=scale["IMAGE"], occlusion_mask=True,
-          label="WITHOUT (core KSampler, same noise)")
-    g.add("CFA_MeasureTemporalConsistency", (1860, 1300), size=(520, 500), images=dec_fused["IMAGE"],
-          source=scale["IMAGE"], occlusion_mask=True, label="WITH attention + flow-guided fusion")
+    decoded = []
+    for y, latent, label in ((80, bvs["LATENT"], "WITH cross-frame attention (Batch Video Sampler)"),
+                             (700, ks["LATENT"], "WITHOUT (core KSampler, same noise)"),
+                             (1300, fused["LATENT"], "WITH attention + flow-guided fusion")):
+        dec = g.add("VAEDecode", (1620, y), samples=latent, vae=ckpt["VAE"])
+        g.add("CFA_MeasureTemporalConsistency", (1860, y), size=(520, 500), images=dec["IMAGE"],
+              source=scale["IMAGE"], occlusion_mask=True, label=label)
+        decoded.append(dec)
+    dec_with, dec_without, dec_fused = decoded
     stitch = g.add("ImageStitch", (2440, 80), title="Side by side: with | without", image1=dec_with["IMAGE"],
                    image2=dec_without["IMAGE"], direction="right", match_image_size=True, spacing_width=8,
                    spacing_color="black")
@@ -292,11 +296,7 @@ def video_edit_fusion(info):
     g = Graph("video_edit_fusion", "Video edit with cross-frame attention and flow-guided fusion", info)
     ckpt, pos, neg = _loaders(g)
     parts, scale, enc = _video_in(g, ckpt)
-    flow = g.add("CFA_SourceFlow", (800, 60), size=(320, 80), title="Source Flow (motion of the input)",
-                 source=scale["IMAGE"])
-    fusion = g.add("CFA_FlowGuidedFusion", (800, 180), size=(340, 250), model=ckpt["MODEL"], flow=flow["flow"],
-                   strength=0.75, start_percent=0.0, end_percent=1.0, anchor="previous",
-                   occlusion_threshold=1.0)
+    fusion = _fusion(g, ckpt, scale, 800, 60)
     bvs = _sampler(g, (1220, 80), fusion["model"], pos["CONDITIONING"], neg["CONDITIONING"], enc["LATENT"])
     _video_out(g, bvs["LATENT"], ckpt, parts, 1620, 80, "video/cfa_video_edit_fusion")
     g.note(
