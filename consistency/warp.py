@@ -36,16 +36,24 @@ FB_ALPHA = 0.01
 FB_BETA = 0.5
 
 
-def consistent_pixels(backward: np.ndarray, forward: np.ndarray, grid: Grid) -> np.ndarray:
+def round_trip_excess(backward: np.ndarray, forward: np.ndarray, grid: Grid) -> np.ndarray:
     """backward: flow frame t -> t-1 on frame t's grid; forward: flow frame t-1 -> t on frame t-1's grid.
-    Returns a bool H x W mask on frame t's grid: True = visible in both frames and the two flows agree."""
+    Returns float32 H x W on frame t's grid: the squared round-trip error (backward, then forward) minus the
+    motion-dependent tolerance, +inf where the backward flow leaves the frame. A pixel is trusted where this
+    is below a squared-pixel threshold (FB_BETA for the measurement)."""
     bx, by = cv2.split(backward)
     fx, fy = cv2.split(warp(forward, backward, grid))
     # Per-channel arithmetic on contiguous planes: reductions over a trailing axis of 2 are ~10x slower.
     rx, ry = bx + fx, by + fy
-    lhs = rx * rx + ry * ry
-    rhs = FB_ALPHA * (bx * bx + by * by + fx * fx + fy * fy) + FB_BETA
-    return (lhs < rhs) & inside_frame(backward, grid)
+    excess = rx * rx + ry * ry - FB_ALPHA * (bx * bx + by * by + fx * fx + fy * fy)
+    excess[~inside_frame(backward, grid)] = np.inf
+    return excess
+
+
+def consistent_pixels(backward: np.ndarray, forward: np.ndarray, grid: Grid) -> np.ndarray:
+    """Returns a bool H x W mask on frame t's grid: True = visible in both frames and the two flows agree
+    (arguments as round_trip_excess)."""
+    return round_trip_excess(backward, forward, grid) < FB_BETA
 
 
 def flow_magnitude(flow: np.ndarray) -> np.ndarray:

@@ -3,11 +3,13 @@ from comfy_api.latest import ComfyExtension, io
 
 from .batch_video_sampler import BatchVideoSampler
 from .cross_frame_patch import CrossFrameAttentionPatch
+from .flow_fusion import FlowGuidedFusion
 from .measure_consistency import MeasureTemporalConsistency
+from .source_flow import SourceFlow
 from .store_reference import StoreReferenceAttention
 
 NODE_LIST: list[type[io.ComfyNode]] = [StoreReferenceAttention, CrossFrameAttentionPatch, BatchVideoSampler,
-                                       MeasureTemporalConsistency]
+                                       MeasureTemporalConsistency, SourceFlow, FlowGuidedFusion]
 
 
 class CrossFrameAttentionExtension(ComfyExtension):

@@ -9,6 +9,8 @@ from .families import block_choices, blocks_tooltip
 CATEGORY = "video/cross-frame attention"
 # Carries a CrossFrameState (recorded reference or clip attention) between our nodes.
 CrossFrameStateType = io.Custom("CFA_STATE")
+# Carries a ClipFlow (attention/fusion.py): a source clip's optical flow, for Flow Guided Fusion.
+FlowType = io.Custom("CFA_FLOW")
 
 
 def blocks_input():
@@ -32,14 +34,14 @@ def include_self_input():
                 "somewhat weaker consistency.")
 
 
-def percent_inputs():
+def percent_inputs(what: str = "cross-frame attention",
+                   early: str = "keeps the overall layout consistent and lets fine detail follow each frame"):
     return [
         io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.001,
-                       tooltip="Part of the denoising schedule where cross-frame attention acts: where it "
+                       tooltip=f"Part of the denoising schedule where {what} acts: where it "
                                "starts (0 = the first, noisiest step)."),
         io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.001,
-                       tooltip="Where cross-frame attention stops (1 = the last step). Ending early keeps "
-                               "the overall layout consistent and lets fine detail follow each frame."),
+                       tooltip=f"Where {what} stops (1 = the last step). Ending early {early}."),
     ]
 
 

@@ -24,10 +24,11 @@ EXPECTED = {
     "video_edit_controlnet": ("video", "clip"),
     "manual_store_load": ("video", "clip"),
     "image_reference": ("images", 1),
-    # one side-by-side video (with | without, 8 px apart) and the two Measure nodes' plots
+    # one side-by-side video (with | without | fused, 8 px apart) and the three Measure nodes' plots
     "compare_consistency": ("compare", "clip"),
     "flux_video_edit": ("video", "clip"),
     "zimage_video_edit": ("video", "clip"),
+    "video_edit_fusion": ("video", "clip"),
 }
 # Examples on a DiT: they need ComfyUI's DiT pre-attention hook (0.30.0); older versions refuse them clearly.
 DIT_EXAMPLES = {"flux_video_edit": (0, 30, 0), "zimage_video_edit": (0, 30, 0)}
@@ -39,6 +40,7 @@ NOT_RUNNABLE = {
                          "process on a tiny NextDiT (tests/comfy/test_dit.py, test_attention_override.py)",
 }
 COMPARE_SPACING = 8
+COMPARE_PANELS = 3
 PLOT_SIZE = (1024, 768)  # Measure Temporal Consistency's plot (width, height)
 # Extra overrides per example: the ControlNet one runs in chunks (6 frames as 4 + 2) so the per-chunk
 # slicing of the hint batch is exercised end to end.
@@ -215,13 +217,13 @@ def check_example_outputs(name, files, fixtures):
         assert len(videos) == 1, f"{name}: expected one video, got {files}"
         frames, rate = video_frames(videos[0])
         assert frames.shape[0] == expected_n, f"{name}: {frames.shape[0]} frames, expected {expected_n}"
-        width = size if kind == "video" else 2 * size + COMPARE_SPACING
+        width = size if kind == "video" else COMPARE_PANELS * size + (COMPARE_PANELS - 1) * COMPARE_SPACING
         assert frames.shape[1:3] == (size, width), f"{name}: frames are {frames.shape[1:3]}, expected {width}x{size}"
         assert rate is not None and abs(rate - fixtures["fps"]) < 0.01, \
             f"{name}: {rate} fps, the input clip had {fixtures['fps']}"
         check_not_blank(frames, name)
         if kind == "compare":
-            _check_plots(name, [f for f in files if f.suffix.lower() == ".png"], 2)
+            _check_plots(name, [f for f in files if f.suffix.lower() == ".png"], COMPARE_PANELS)
     else:
         import numpy as np
         from PIL import Image

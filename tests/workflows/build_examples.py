@@ -106,6 +106,14 @@ def _video_out(g, latent, ckpt, parts, x, y, prefix):
           format="auto", codec="auto")
 
 
+def _fusion(g, ckpt, scale, x, y):
+    """Source Flow on the resized frames, and Flow Guided Fusion of the checkpoint's model at its defaults."""
+    flow = g.add("CFA_SourceFlow", (x, y), size=(320, 80), title="Source Flow (motion of the input)",
+                 source=scale["IMAGE"])
+    return g.add("CFA_FlowGuidedFusion", (x, y + 120), size=(340, 250), model=ckpt["MODEL"], flow=flow["flow"],
+                 strength=0.75, start_percent=0.0, end_percent=1.0, anchor="previous", occlusion_threshold=1.0)
+
+
 def _sampler(g, pos_xy, model, positive, negative, latent, **over):
     values = dict(seed=42, steps=20, cfg=7.0, sampler_name="euler", scheduler="normal", denoise=0.6,
                   frames_per_batch=0, anchors="first+previous", include_self=False, blocks="output",
@@ -238,8 +246,8 @@ def image_reference(info):
 
 
 def compare_consistency(info):
-    g = Graph("compare_consistency", "Compare: the same clip edited with and without cross-frame attention",
-              info)
+    g = Graph("compare_consistency",
+              "Compare: the same clip edited with and without cross-frame attention, and with fusion", info)
     ckpt, pos, neg = _loaders(g)
     parts, scale, enc = _video_in(g, ckpt)
     bvs = _sampler(g, (1220, 80), ckpt["MODEL"], pos["CONDITIONING"], neg["CONDITIONING"], enc["LATENT"])
@@ -248,29 +256,59 @@ def compare_consistency(info):
                model=ckpt["MODEL"], positive=pos["CONDITIONING"], negative=neg["CONDITIONING"],
                latent_image=enc["LATENT"], seed=42, steps=20, cfg=7.0, sampler_name="euler",
                scheduler="normal", denoise=0.6)
-    dec_with = g.add("VAEDecode", (1620, 80), samples=bvs["LATENT"], vae=ckpt["VAE"])
-    dec_without = g.add("VAEDecode", (1620, 700), samples=ks["LATENT"], vae=ckpt["VAE"])
-    g.add("CFA_MeasureTemporalConsistency", (1860, 80), size=(520, 500), images=dec_with["IMAGE"],
-          source=scale["IMAGE"], occlusion_mask=True, label="WITH cross-frame attention (Batch Video Sampler)")
-    g.add("CFA_MeasureTemporalConsistency", (1860, 700), size=(520, 500),
-          images=dec_without["IMAGE"], source=scale["IMAGE"], occlusion_mask=True,
-          label="WITHOUT (core KSampler, same noise)")
+    fusion = _fusion(g, ckpt, scale, 800, 1060)
+    fused = _sampler(g, (1220, 1300), fusion["model"], pos["CONDITIONING"], neg["CONDITIONING"], enc["LATENT"])
+    fused.title = "Batch Video Sampler (WITH attention + flow-guided fusion)"
+    decoded = []
+    for y, latent, label in ((80, bvs["LATENT"], "WITH cross-frame attention (Batch Video Sampler)"),
+                             (700, ks["LATENT"], "WITHOUT (core KSampler, same noise)"),
+                             (1300, fused["LATENT"], "WITH attention + flow-guided fusion")):
+        dec = g.add("VAEDecode", (1620, y), samples=latent, vae=ckpt["VAE"])
+        g.add("CFA_MeasureTemporalConsistency", (1860, y), size=(520, 500), images=dec["IMAGE"],
+              source=scale["IMAGE"], occlusion_mask=True, label=label)
+        decoded.append(dec)
+    dec_with, dec_without, dec_fused = decoded
     stitch = g.add("ImageStitch", (2440, 80), title="Side by side: with | without", image1=dec_with["IMAGE"],
                    image2=dec_without["IMAGE"], direction="right", match_image_size=True, spacing_width=8,
                    spacing_color="black")
-    vid = g.add("CreateVideo", (2440, 340), images=stitch["IMAGE"], fps=parts["fps"])
-    g.add("SaveVideo", (2440, 500), size=(420, 480), video=vid["VIDEO"], filename_prefix="video/cfa_compare",
+    stitch3 = g.add("ImageStitch", (2440, 340), title="... | fused", image1=stitch["IMAGE"],
+                    image2=dec_fused["IMAGE"], direction="right", match_image_size=True, spacing_width=8,
+                    spacing_color="black")
+    vid = g.add("CreateVideo", (2440, 600), images=stitch3["IMAGE"], fps=parts["fps"])
+    g.add("SaveVideo", (2440, 760), size=(420, 480), video=vid["VIDEO"], filename_prefix="video/cfa_compare",
           format="auto", codec="auto")
     g.note(
         "COMPARE: HOW MUCH DOES CROSS-FRAME ATTENTION STEADY YOUR CLIP?\n\n"
-        "The same frames, prompt, seed and noise go through Batch Video Sampler (top, cross-frame attention) "
-        "and a core KSampler (bottom, every frame on its own). Each result is measured against the input "
-        "frames by Measure Temporal Consistency:\n"
+        "The same frames, prompt, seed and noise go through Batch Video Sampler (top, cross-frame attention), "
+        "a core KSampler (middle, every frame on its own) and Batch Video Sampler with Flow Guided Fusion "
+        "(bottom: attention plus each frame's prediction blended with the previous one along the input's "
+        "motion). Each result is measured against the input frames by Measure Temporal Consistency:\n"
         "- warp error: what is left after each frame's predecessor is moved onto it along the input's motion "
         "(0-255 grey levels; lower = steadier). Compare each curve with the dashed source curve.\n"
         "- brightness flicker and colour drift: frame-to-frame jumps and slow wander of the look.\n"
-        "The video shows both results side by side. Try other anchors, blocks, end_percent or denoise and "
-        "watch the numbers.",
+        "The video shows the three results side by side (with | without | fused). Try other anchors, blocks, "
+        "end_percent, fusion strength or denoise and watch the numbers.",
+        (0, -400), size=(780, 320), title="Read me")
+    return g
+
+
+def video_edit_fusion(info):
+    g = Graph("video_edit_fusion", "Video edit with cross-frame attention and flow-guided fusion", info)
+    ckpt, pos, neg = _loaders(g)
+    parts, scale, enc = _video_in(g, ckpt)
+    fusion = _fusion(g, ckpt, scale, 800, 60)
+    bvs = _sampler(g, (1220, 80), fusion["model"], pos["CONDITIONING"], neg["CONDITIONING"], enc["LATENT"])
+    _video_out(g, bvs["LATENT"], ckpt, parts, 1620, 80, "video/cfa_video_edit_fusion")
+    g.note(
+        "VIDEO EDIT WITH CROSS-FRAME ATTENTION + FLOW-GUIDED FUSION (less flicker)\n\n"
+        "As in the plain video edit, plus two nodes:\n"
+        "- Source Flow measures the input clip's motion (optical flow, on the CPU, once per clip).\n"
+        "- Flow Guided Fusion wraps the model: at every step, each frame's prediction is blended with the "
+        "previous frame's, moved along that motion, wherever the motion is reliable (occluded or revealed "
+        "pixels are left alone).\n"
+        "strength 0.5-0.9: higher is steadier; lower lets new detail appear. end_percent below 1 lets the "
+        "last steps re-sharpen. anchor previous+first also holds every frame to frame 0 (Rerender-A-Video).\n"
+        "The resized frames must be the ones encoded (same count and size). Works with KSampler too.",
         (0, -400), size=(780, 300), title="Read me")
     return g
 
@@ -350,7 +388,7 @@ def zimage_video_edit(info):
 
 
 EXAMPLES = [video_edit, video_edit_controlnet, manual_store_load, image_reference, compare_consistency,
-            flux_video_edit, zimage_video_edit]
+            flux_video_edit, zimage_video_edit, video_edit_fusion]
 
 
 # --- serialisation ----------------------------------------------------------------------------------------
@@ -520,7 +558,8 @@ THUMB_STYLE = {
     "image_reference": ("Image reference", "style / identity transfer", (196, 160, 0)),
     "compare_consistency": ("Compare: with / without", "measured temporal consistency", (204, 73, 91)),
     "flux_video_edit": ("Flux video edit", "DiT: image tokens attend across frames", (206, 92, 0)),
-    "zimage_video_edit": ("Z-Image video edit", "through the attention override", (32, 140, 140)),
+    "zimage_video_edit": ("Z-Image video edit", "through the attention override", (112, 84, 178)),
+    "video_edit_fusion": ("Video edit + fusion", "flow-guided latent fusion", (32, 140, 140)),
 }
 
 
