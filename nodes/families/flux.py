@@ -31,14 +31,13 @@ FLUX_PRESETS = ("single", "double", "double+single")
 # thirds of the cost of every block.
 SINGLE = frozenset({"single"})
 
-FAMILY = Family(
-    name="Flux",
-    models="Flux.1 (dev, schnell, Kontext and fine-tunes) and Flux.2",
-    model_classes=(("comfy.ldm.flux.model", "Flux"),),
-    way=DiTPreAttentionWay(),
-    block_lists=FLUX_BLOCKS,
-    presets=FLUX_PRESETS,
-    default_blocks=lambda diffusion_model: SINGLE,
-    default_text="single (the single-stream blocks)",
-    probe=probe_flux_blocks,
-)
+def flux_blocks_family(name: str, models: str, model_classes, default_text: str = "single") -> Family:
+    """A family whose transformer is Flux's double- and single-stream blocks (they set the same block_type /
+    block_index / img_slice): Flux's way in, probe, block kinds and default."""
+    return Family(name=name, models=models, model_classes=model_classes, way=DiTPreAttentionWay(),
+                  block_lists=FLUX_BLOCKS, presets=FLUX_PRESETS, default_blocks=lambda diffusion_model: SINGLE,
+                  default_text=default_text, probe=probe_flux_blocks)
+
+
+FAMILY = flux_blocks_family("Flux", "Flux.1 (dev, schnell, Kontext and fine-tunes) and Flux.2",
+                            (("comfy.ldm.flux.model", "Flux"),), "single (the single-stream blocks)")
