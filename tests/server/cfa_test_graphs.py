@@ -170,6 +170,35 @@ def resolution_mismatch(fixtures):
     return api
 
 
+def store_reference_graph(fixtures, reference_seed, frames_seed=1, keep_recordings=None):
+    """API prompt, nodes "1".."8": a reference image sampled by KSampler through Store Reference Attention ("6"),
+    then three frames by Batch Video Sampler ("8") anchored on it (state + reference_latent links). Callers add
+    their outputs. keep_recordings None leaves that (optional, later) input out, as prompts written before it
+    existed do: they must still run."""
+    ckpt, size, steps = fixtures["checkpoint"], TEST_SIZE, TEST_STEPS
+    sampling = {"steps": steps, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}
+    store = {"model": ["1", 0], "blocks": "output", "bank_device": "auto", "bank_dtype": "auto"}
+    if keep_recordings is not None:
+        store["keep_recordings"] = keep_recordings
+    return {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red fox", "clip": ["1", 1]}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["1", 1]}},
+        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": 1}},
+        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": 3}},
+        "6": {"class_type": "CFA_StoreReferenceAttention", "inputs": store},
+        "7": {"class_type": "KSampler",
+              "inputs": {"model": ["6", 0], "seed": reference_seed, "positive": ["2", 0], "negative": ["3", 0],
+                         "latent_image": ["4", 0], **sampling}},
+        "8": {"class_type": "CFA_BatchVideoSampler",
+              "inputs": {"model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["5", 0],
+                         "seed": frames_seed, **sampling, "frames_per_batch": 0, "anchors": "first+previous",
+                         "include_self": False, "blocks": "output", "start_percent": 0.0, "end_percent": 1.0,
+                         "bank_device": "auto", "bank_dtype": "auto", "output_state": False,
+                         "state": ["6", 1], "reference_latent": ["7", 0]}},
+    }
+
+
 def with_seed(api, seed):
     """A copy whose seeds differ, so ComfyUI's cache cannot answer it without running."""
     api = copy.deepcopy(api)

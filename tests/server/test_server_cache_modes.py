@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from safetensors.torch import load_file
 
 import cfa_serverkit as kit
@@ -29,28 +28,9 @@ def cache_modes(comfyui_path):
 
 
 def graph(fixtures, reference_seed, frames_seed, keep_recordings, prefix):
-    ckpt, size, steps = fixtures["checkpoint"], graphs.TEST_SIZE, graphs.TEST_STEPS
-    sampling = {"steps": steps, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}
-    return {
-        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
-        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red fox", "clip": ["1", 1]}},
-        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["1", 1]}},
-        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": 1}},
-        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": 3}},
-        "6": {"class_type": "CFA_StoreReferenceAttention",
-              "inputs": {"model": ["1", 0], "blocks": "output", "bank_device": "auto", "bank_dtype": "auto",
-                         "keep_recordings": keep_recordings}},
-        "7": {"class_type": "KSampler",
-              "inputs": {"model": ["6", 0], "seed": reference_seed, "positive": ["2", 0], "negative": ["3", 0],
-                         "latent_image": ["4", 0], **sampling}},
-        "8": {"class_type": "CFA_BatchVideoSampler",
-              "inputs": {"model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["5", 0],
-                         "seed": frames_seed, **sampling, "frames_per_batch": 0, "anchors": "first+previous",
-                         "include_self": False, "blocks": "output", "start_percent": 0.0, "end_percent": 1.0,
-                         "bank_device": "auto", "bank_dtype": "auto", "output_state": False,
-                         "state": ["6", 1], "reference_latent": ["7", 0]}},
-        "9": {"class_type": "SaveLatent", "inputs": {"samples": ["8", 0], "filename_prefix": prefix}},
-    }
+    api = graphs.store_reference_graph(fixtures, reference_seed, frames_seed, keep_recordings)
+    api["9"] = {"class_type": "SaveLatent", "inputs": {"samples": ["8", 0], "filename_prefix": prefix}}
+    return api
 
 
 def frames_of(server, result):

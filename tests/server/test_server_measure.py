@@ -4,7 +4,6 @@ measurement run here on the same frames, and a size mismatch stops with an error
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 
