@@ -204,13 +204,17 @@ def test_other_dit_families_are_refused(comfy):
         check.check_supported(FakeModel(), frozenset({"single"}), "Store Reference Attention")
 
 
-def test_dit_refused_without_the_hook(comfy, hook):
-    """On a ComfyUI whose Flux blocks have no pre-attention hook (0.3.64), a Flux model gets a clear error
-    naming the version that has it, instead of silently sampling without cross-frame attention."""
+@pytest.mark.parametrize("tiny,name,hook_words", [
+    ("flux1", "Flux", "self-attention hook in these blocks"),
+    ("cosmos", "Cosmos Predict2", "self-attention patch followed by the attention override in these blocks")])
+def test_dit_refused_without_the_hook(comfy, hook, tiny, name, hook_words):
+    """On a ComfyUI whose DiT blocks have no pre-attention hook (0.3.64: Flux's blocks, and Cosmos Predict2's,
+    which that version has too), the model gets a clear error naming the version that has it, instead of
+    silently sampling without cross-frame attention."""
     if hook:
         pytest.skip("this ComfyUI has the DiT pre-attention hook; the refusal applies to older versions")
-    model = dit_models.build(comfy, "flux1")
-    conds = dit_models.conditioning("flux1")
-    with pytest.raises(ValueError, match="Batch Video Sampler: this is a Flux model, but ComfyUI 0.3.64 has no "
-                                         "self-attention hook in these blocks.*Update ComfyUI to 0.30.0 or newer"):
-        video_sampler(comfy, model, conds, dit_models.clip_latent("flux1", frames=2), **{**DIT, "steps": 1})
+    model = dit_models.build(comfy, tiny)
+    conds = dit_models.conditioning(tiny)
+    with pytest.raises(ValueError, match=f"Batch Video Sampler: this is a {name} model, but ComfyUI 0.3.64 has no "
+                                         f"{hook_words}.*Update ComfyUI to 0.30.0 or newer"):
+        video_sampler(comfy, model, conds, dit_models.clip_latent(tiny, frames=2), **{**DIT, "steps": 1})
