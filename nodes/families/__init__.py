@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from ...attention.options import AUTO_BLOCKS, parse_blocks
 from .base import CrossFramePatch, Family, Way, comfyui_version  # noqa: F401 (the registry's vocabulary)
-from . import chroma, flux, hunyuan_video, krea2, qwen_image, sd_unet, zimage
+from . import chroma, cosmos, flux, hunyuan_video, krea2, qwen_image, sd_unet, zimage
 
 # Tried in order, first match wins; the SD U-Net family comes last and takes every other model (its check
 # refuses models in which it would reach no self-attention).
 REGISTRY: tuple[Family, ...] = (flux.FAMILY, chroma.FAMILY, hunyuan_video.FAMILY, qwen_image.FAMILY,
-                                zimage.FAMILY, krea2.FAMILY, sd_unet.FAMILY)
+                                zimage.FAMILY, krea2.FAMILY, cosmos.FAMILY, sd_unet.FAMILY)
 FALLBACK = sd_unet.FAMILY
 
 

@@ -50,26 +50,41 @@ class AttentionOverridePatch(JointTokensPatch):
         self.calls.count += 1
         forward = func if self.previous is None else functools.partial(self.previous, func)
         eo = kwargs.get("transformer_options") or {}
-        block_type, index = eo.get("block_type"), eo.get("block_index")
-        if block_type is None or not self.selects(block_type, index):
+        layer = self.layer_of(eo, args, kwargs)
+        if layer is None or not self.selects(*layer):
             return forward(*args, **kwargs)   # refiner and text layers (unnamed), blocks not chosen
         q, k, v = args[:3]
         mask = args[4] if len(args) > 4 else kwargs.get("mask")
         self.check_mask(mask)
-        if not kwargs.get("skip_reshape", False) or k.ndim != 4 or q.shape[2] != k.shape[2]:
-            raise CrossFrameError(
-                f"{self.who}: the {self.family_name} attention of block {block_type} {index} came in a layout "
-                "this pack does not know (or another override changed its keys first); apply this node "
-                "before the other attention node, or sample without cross-frame attention.")
-        txt = text_rows(eo, k.shape[2])
+        self.check_layout(layer, args, kwargs)
+        txt = self.text_rows(eo, k.shape[2])
         if txt is None:
-            raise CrossFrameError(f"{self.who}: {self.family_name} block {block_type} {index} did not say where its "
-                                  "image tokens are; this ComfyUI version is not supported.")
-        anchored = self.anchored_kv(k, v, txt, (block_type, index), eo)
+            raise CrossFrameError(f"{self.who}: {self.family_name} block {layer[0]} {layer[1]} did not say where "
+                                  "its image tokens are; this ComfyUI version is not supported.")
+        anchored = self.anchored_kv(k, v, txt, layer, eo)
         if anchored is None:
             return forward(*args, **kwargs)
         k, v, _ = anchored
         return forward(q, k, v, *args[3:], **kwargs)
+
+    def layer_of(self, options: dict, args, kwargs) -> tuple | None:
+        """(block kind, index) of the self-attention this call is, or None for any other attention call: here
+        the block's own name in transformer_options (refiner and text layers carry none)."""
+        block_type = options.get("block_type")
+        return None if block_type is None else (block_type, options.get("block_index"))
+
+    def text_rows(self, options: dict, length: int) -> int | None:
+        return text_rows(options, length)
+
+    def check_layout(self, layer, args, kwargs) -> None:
+        """Self-attention as ComfyUI's attention function gets it: q, k, v `[B, heads, L, D]`, keys as long as
+        the queries (anything else means another override changed the keys first, or a layout unknown here)."""
+        q, k = args[:2]
+        if not kwargs.get("skip_reshape", False) or k.ndim != 4 or q.shape[2] != k.shape[2]:
+            raise CrossFrameError(
+                f"{self.who}: the {self.family_name} attention of block {layer[0]} {layer[1]} came in a layout "
+                "this pack does not know (or another override changed its keys first); apply this node "
+                "before the other attention node, or sample without cross-frame attention.")
 
 
 def text_rows(options: dict, length: int) -> int | None:
@@ -122,12 +137,18 @@ class AttentionOverrideWay(Way):
         out = executor(x, *args, **kwargs)
         current = options.get(OVERRIDE_KEY)
         if patch.calls.count == before:
-            raise CrossFrameError(
-                f"{patch.who}: another attention override ({describe(current)}) replaced cross-frame "
-                f"attention's on this {patch.family_name} model, so the frames would be sampled without it. "
-                f"Put {patch.who} after (downstream of) the node that sets the other override, so that ours "
-                "wraps it, or remove one of them.")
+            raise replaced_error(patch, current)
         return out
+
+
+def replaced_error(patch: AttentionOverridePatch, current, detail: str = "") -> CrossFrameError:
+    """The error for a model call in which the pack's override was not reached: `current` is the override
+    that sits in the slot instead; `detail` what showed it."""
+    return CrossFrameError(
+        f"{patch.who}: another attention override ({describe(current)}) replaced cross-frame attention's on "
+        f"this {patch.family_name} model{detail}, so the frames would be sampled without it. Put {patch.who} "
+        "after (downstream of) the node that sets the other override, so that ours wraps it, or remove one of "
+        "them.")
 
 
 def probe_named_attention(call_model) -> bool | None:

@@ -1,5 +1,6 @@
-"""Tiny randomly initialised Flux.1, Flux.2, Chroma, Chroma Radiance, HunyuanVideo and Qwen-Image models built in-process (no downloads), shaped like
-the real ones (same classes, same block kinds, same latent formats), with std 1/sqrt(fan_in) weights."""
+"""Tiny randomly initialised Flux.1, Flux.2, Chroma, Chroma Radiance, HunyuanVideo, Qwen-Image, Z-Image, Krea2,
+Cosmos Predict2 and Anima models built in-process (no downloads), shaped like the real ones (same classes, same
+block kinds, same latent formats), with std 1/sqrt(fan_in) weights."""
 from __future__ import annotations
 
 import dataclasses
@@ -54,6 +55,28 @@ _ZIMAGE = dict(image_model="lumina2", patch_size=2, in_channels=16, dim=256, n_l
 _KREA2 = dict(image_model="krea2", features=64, heads=4, kvheads=2, multiplier=2, layers=2, patch=2,
               channels=16, txtdim=32, txtlayers=1, txtheads=2, txtkvheads=2)
 
+# Cosmos Predict2 text-to-image (MiniTrainDIT): the real checkpoints' settings (3-D RoPE with NTK extrapolation,
+# AdaLN-LoRA, a padding-mask channel, 2x2 patches over one latent frame) at width 64, 4 heads, 2 blocks.
+_COSMOS = dict(image_model="cosmos_predict2", max_img_h=240, max_img_w=240, max_frames=128, in_channels=16,
+               out_channels=16, patch_spatial=2, patch_temporal=1, concat_padding_mask=True, model_channels=64,
+               num_blocks=2, num_heads=4, crossattn_emb_channels=32, pos_emb_cls="rope3d", pos_emb_learnable=True,
+               pos_emb_interpolation="crop", min_fps=1, max_fps=30, use_adaln_lora=True, adaln_lora_dim=16,
+               rope_h_extrapolation_ratio=4.0, rope_w_extrapolation_ratio=4.0, rope_t_extrapolation_ratio=1.0,
+               extra_per_block_abs_pos_emb=False, rope_enable_fps_modulation=False)
+# Sampling settings of ComfyUI's supported-model entries (comfy/supported_models.py) for the two.
+_COSMOS_SAMPLING = {"sigma_data": 1.0, "sigma_max": 80.0, "sigma_min": 0.002}
+_ANIMA_SAMPLING = {"multiplier": 1.0, "shift": 3.0}
+
+
+def _small_llm_adapter(diffusion_model) -> None:
+    """Anima builds a full-size text adapter (1024 wide, 6 layers: 130M parameters) in its constructor; it only
+    runs on conditionings that carry t5xxl ids, which these tests do not use. A one-layer 32-wide adapter of the
+    same class keeps the model's class and structure without a 500 MB model per test module."""
+    import comfy.ops
+    from comfy.ldm.anima.model import LLMAdapter
+    diffusion_model.llm_adapter = LLMAdapter(source_dim=32, target_dim=32, model_dim=32, num_layers=1,
+                                             num_heads=2, operations=comfy.ops.disable_weight_init)
+
 
 def _params(cfg: dict, params_class) -> dict:
     fields = {f.name for f in dataclasses.fields(params_class)}
@@ -85,6 +108,10 @@ def build(comfy, family: str, seed: int = 4321):
         unet_config, model_class, latent_format = dict(_KREA2), mb.Krea2, lf.Wan21
     elif family == "zimage":
         unet_config, model_class, latent_format = dict(_ZIMAGE), mb.Lumina2, lf.Flux
+    elif family in ("cosmos", "anima"):
+        unet_config = dict(_COSMOS, image_model="anima" if family == "anima" else "cosmos_predict2")
+        model_class = mb.Anima if family == "anima" else mb.CosmosPredict2
+        latent_format = lf.Wan21
     elif family == "qwen":
         unet_config = dict(image_model="qwen_image", patch_size=2, in_channels=64, out_channels=16,
                            num_layers=4, attention_head_dim=16, num_attention_heads=4, joint_attention_dim=32,
@@ -105,9 +132,13 @@ def build(comfy, family: str, seed: int = 4321):
     Tiny.unet_config = unet_config
     Tiny.unet_extra_config = {}
     Tiny.latent_format = latent_format
+    if family in ("cosmos", "anima"):
+        Tiny.sampling_settings = _ANIMA_SAMPLING if family == "anima" else _COSMOS_SAMPLING
     config = Tiny(dict(unet_config))
     config.set_inference_dtype(torch.float32, None)
     model = model_class(config, device=torch.device("cpu"))
+    if family == "anima":
+        _small_llm_adapter(model.diffusion_model)
     init_weights(model.diffusion_model, torch.Generator().manual_seed(seed))
     model.eval()
     cpu = torch.device("cpu")
@@ -129,6 +160,7 @@ def clip_latent(family: str, frames: int = 4, seed: int = 7):
     shape = {"flux1": (16, 16, 16), "flux2": (128, 8, 8), "qwen": (16, 1, 16, 16), "chroma": (16, 16, 16),
              "chroma_radiance": (3, 32, 32), "hunyuan_video": (16, 1, 16, 16), "zimage": (16, 16, 16),
              "hunyuan_video15": (32, 1, 16, 16), "krea2": (16, 1, 16, 16),
+             "cosmos": (16, 1, 16, 16), "anima": (16, 1, 16, 16),
              "zimage_padded": (16, 12, 16)}[family]
     g = torch.Generator().manual_seed(seed)
     base, drift = torch.randn(1, *shape, generator=g), torch.randn(1, *shape, generator=g)

@@ -1,8 +1,8 @@
-"""Cross-frame attention on DiTs through the same three nodes: tiny random Flux.1, Flux.2 and Qwen-Image built
-in-process, euler, fp32, CPU. Invariants: (1) frame 0 of a clip equals plain sampling; (2) identical frames
-equal plain sampling; (3) Store -> Patch and windows of any size equal the whole clip, for
-ancestral samplers too; (4) cfg 1 (cond only)
-works. Plus composition with another attn1_patch entry and the errors of unsupported setups.
+"""Cross-frame attention on DiTs through the same three nodes: a tiny random model of every DiT family built
+in-process (Flux.1, Flux.2, Qwen-Image, Chroma, HunyuanVideo, Z-Image, Krea2, Cosmos Predict2, Anima), euler,
+fp32, CPU. Invariants: (1) frame 0 of a clip equals plain sampling; (2) identical frames equal plain sampling;
+(3) Store -> Patch and windows of any size equal the whole clip, for ancestral samplers too; (4) cfg 1 (cond
+only) works. Plus composition with another attn1_patch entry and the errors of unsupported setups.
 
 Needs a ComfyUI whose DiT blocks call the pre-attention hook (0.30.0); elsewhere these tests are skipped with
 the reason, and test_dit_refused_without_the_hook checks the clear error instead."""
@@ -16,7 +16,9 @@ from graph_helpers import ksampler, latent_from_batch, patch, registry, rel_diff
 
 TOL = 1e-4   # relative to the output scale
 FAMILIES = ["flux1", "flux2", "qwen", "chroma", "chroma_radiance", "hunyuan_video", "hunyuan_video15", "zimage",
-            "krea2"]
+            "krea2", "cosmos", "anima"]
+# Families whose blocks are all of one kind, which the registry names "double".
+DOUBLE_ONLY = ("qwen", "zimage", "cosmos", "anima")
 DIT = dict(blocks="auto", steps=3, scheduler="simple")
 
 
@@ -94,15 +96,15 @@ def test_store_then_patch_equals_whole_clip(comfy, dit):
 
 def test_default_blocks_per_family(comfy, dit):
     _, state = store(comfy, dit["model"], blocks="auto")
-    expected = {"qwen": {"double[2:]"}, "zimage": {"double[1:]"}, "krea2": {"single[1:]"}}.get(dit["family"],
-                                                                                                {"single"})
+    expected = {"qwen": {"double[2:]"}, "zimage": {"double[1:]"}, "krea2": {"single[1:]"},
+                "cosmos": {"double[1:]"}, "anima": {"double[1:]"}}.get(dit["family"], {"single"})
     assert state.blocks == frozenset(expected)
 
 
 @pytest.mark.parametrize("kw", [dict(blocks="double+single"), dict(blocks="double"),
                                 dict(anchors="first"), dict(include_self=True)])
 def test_options_keep_windows_exact(comfy, dit, kw):
-    if dit["family"] in ("qwen", "zimage") and "single" in kw.get("blocks", ""):
+    if dit["family"] in DOUBLE_ONLY and "single" in kw.get("blocks", ""):
         kw = dict(blocks="double")
     if dit["family"] == "krea2" and "double" in kw.get("blocks", ""):
         kw = dict(blocks="single")
@@ -126,7 +128,7 @@ def test_cfg_one_guidance_distilled(comfy, dit):
 def test_composes_with_another_attn1_patch(comfy, dit):
     """Another pack's DiT pre-attention patch, before and after ours: still called, changes nothing, and the
     one after ours sees the extended keys ([txt; first; txt; previous]) with a pe as long as them."""
-    if registry(comfy).family_of(dit["model"].model).way.name.startswith("attention override"):
+    if "attention override" in registry(comfy).family_of(dit["model"].model).way.name:
         pytest.skip("this family is reached through the attention override, not attn1_patch: its composition "
                     "with other overrides is tested in test_attention_override.py")
     seen = []
@@ -187,28 +189,32 @@ def test_qwen_video_shaped_latent_is_refused(comfy, needs_hook):
 
 
 def test_other_dit_families_are_refused(comfy):
-    """Cosmos Predict2 calls a hook of the same name with other inputs and has no declaration: the model class
-    decides, and it gets the error naming what is supported."""
+    """Wan calls a hook of the same name after attention, with other inputs, and has no declaration: the model
+    class decides, and it gets the error naming what is supported."""
     check = comfy_patch_module(comfy)
-    from comfy.ldm.cosmos.predict2 import MiniTrainDIT
+    from comfy.ldm.wan.model import WanModel
 
     class FakeModel:
-        diffusion_model = MiniTrainDIT.__new__(MiniTrainDIT)
+        diffusion_model = WanModel.__new__(WanModel)
 
     torch.nn.Module.__init__(FakeModel.diffusion_model)
-    with pytest.raises(ValueError, match="Store Reference Attention: this model \\(MiniTrainDIT\\) has no "
+    with pytest.raises(ValueError, match="Store Reference Attention: this model \\(WanModel\\) has no "
                                          "self-attention that cross-frame attention can reach.*Flux.1.*Chroma.*"
                                          "Qwen-Image and Qwen-Image-Edit on ComfyUI 0.30.0 or newer"):
         check.check_supported(FakeModel(), frozenset({"single"}), "Store Reference Attention")
 
 
-def test_dit_refused_without_the_hook(comfy, hook):
-    """On a ComfyUI whose Flux blocks have no pre-attention hook (0.3.64), a Flux model gets a clear error
-    naming the version that has it, instead of silently sampling without cross-frame attention."""
+@pytest.mark.parametrize("tiny,name,hook_words", [
+    ("flux1", "Flux", "self-attention hook in these blocks"),
+    ("cosmos", "Cosmos Predict2", "self-attention patch followed by the attention override in these blocks")])
+def test_dit_refused_without_the_hook(comfy, hook, tiny, name, hook_words):
+    """On a ComfyUI whose DiT blocks have no pre-attention hook (0.3.64: Flux's blocks, and Cosmos Predict2's,
+    which that version has too), the model gets a clear error naming the version that has it, instead of
+    silently sampling without cross-frame attention."""
     if hook:
         pytest.skip("this ComfyUI has the DiT pre-attention hook; the refusal applies to older versions")
-    model = dit_models.build(comfy, "flux1")
-    conds = dit_models.conditioning("flux1")
-    with pytest.raises(ValueError, match="Batch Video Sampler: this is a Flux model, but ComfyUI 0.3.64 has no "
-                                         "self-attention hook in these blocks.*Update ComfyUI to 0.30.0 or newer"):
-        video_sampler(comfy, model, conds, dit_models.clip_latent("flux1", frames=2), **{**DIT, "steps": 1})
+    model = dit_models.build(comfy, tiny)
+    conds = dit_models.conditioning(tiny)
+    with pytest.raises(ValueError, match=f"Batch Video Sampler: this is a {name} model, but ComfyUI 0.3.64 has no "
+                                         f"{hook_words}.*Update ComfyUI to 0.30.0 or newer"):
+        video_sampler(comfy, model, conds, dit_models.clip_latent(tiny, frames=2), **{**DIT, "steps": 1})

@@ -57,6 +57,7 @@ def test_the_probe_tells_whether_blocks_call_the_hook(families):
     for family in families.REGISTRY:
         if family.probe is None or not any(families.base.class_at(c) for c in family.model_classes):
             continue   # the SD U-Net fallback, or a model this ComfyUI does not have (Krea2 on 0.3.64)
+        # (Cosmos Predict2's MiniTrainDIT is in 0.3.64 too: its probe must say False there.)
         expected = comfy_version() != "0.3.64"
         assert family.probe() is expected, (family.name, comfy_version())
 
@@ -64,7 +65,8 @@ def test_the_probe_tells_whether_blocks_call_the_hook(families):
 @pytest.mark.parametrize("tiny,name", [("flux1", "Flux"), ("flux2", "Flux"), ("qwen", "Qwen-Image"),
                                        ("chroma", "Chroma"), ("chroma_radiance", "Chroma"),
                                        ("hunyuan_video", "HunyuanVideo"), ("hunyuan_video15", "HunyuanVideo"),
-                                       ("zimage", "Z-Image"), ("krea2", "Krea2")])
+                                       ("zimage", "Z-Image"), ("krea2", "Krea2"),
+                                       ("cosmos", "Cosmos Predict2"), ("anima", "Cosmos Predict2")])
 def test_detected_by_model_class(comfy, families, tiny, name):
     try:
         model = dit_models.build(comfy, tiny)
@@ -96,3 +98,36 @@ def test_a_failed_probe_does_not_refuse(families):
                              presets=("a",), default_blocks=lambda m: frozenset({"a"}), default_text="a",
                              probe=lambda: False)
     assert not absent.hook_present()
+
+
+def test_the_marker_probe_wants_self_attention_right_after_the_marker(families):
+    """The Cosmos probe's rule, on fake model calls: True only where every marked block's next attention call
+    is its self-attention ([B, heads, L, D] keys as long as the queries, skip_reshape); False where the marker
+    is never called, where another attention call comes first, or where the marker gets projected inputs;
+    None (inconclusive) where the call fails."""
+    probe = sys.modules[families.__name__ + ".way_pre_projection_override"].probe_marked_self_attention
+    x, heads = torch.zeros(1, 4, 8), torch.zeros(1, 2, 4, 4)
+    text = torch.zeros(1, 2, 2, 4)
+
+    def model(*order, marker_input=x):
+        def call(options):
+            for step, block in order:
+                if step == "mark":
+                    for p in options["patches"]["attn1_patch"]:
+                        p(marker_input, marker_input, marker_input, pe=None, extra_options={"block_index": block})
+                else:
+                    k = heads if step == "self" else text
+                    options["optimized_attention_override"](lambda *a, **kw: None, heads, k, k, 2,
+                                                            skip_reshape=True,
+                                                            transformer_options={"block_index": block})
+        return call
+
+    assert probe(model(("mark", 0), ("self", 0), ("cross", 0), ("mark", 1), ("self", 1), ("cross", 1))) is True
+    assert probe(model(("self", 0), ("cross", 0))) is False
+    assert probe(model(("mark", 0), ("cross", 0), ("self", 0))) is False
+    assert probe(model(("mark", 0), ("self", 1))) is False
+    assert probe(model(("mark", 0), ("self", 0), marker_input=heads)) is False
+
+    def failing(options):
+        raise TypeError("a constructor this pack does not know")
+    assert probe(failing) is None
