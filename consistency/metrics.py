@@ -5,13 +5,13 @@ All scores are mean absolute differences on the 0-255 scale, so they read like p
   (or all pixels with masking off). What is left after motion is explained: flicker, popping, ghosting.
 - brightness flicker (frame t): |mean luma of t - mean luma of t-1|.
 - drift (frame t): mean over R, G, B of |mean colour of t - mean colour of frame 0|: slow wander of the look
-  (RGB drift; kept for programs that read it). Split into its two readable parts by drift.py:
-- luma drift (frame t): mean Rec. 709 luma of t minus that of frame 0 (0-255, signed: + = brighter);
+  (RGB drift; kept for programs that read it; the two below split it into readable parts, see drift.py).
+- luma drift (frame t): mean Rec. 709 luma of t minus that of frame 0 (0-255, signed: + = brighter).
 - chroma drift (frame t): CIELAB a*b* distance of the mean colour of t from frame 0's (a colour cast; delta E
   units, lightness left out).
-With window joins given (joins.py), the change across each join against the median change inside windows.
 - frame difference (frame t): |frame t - frame t-1| without motion compensation, for reference.
 Frame 0 has no predecessor: its warp error, flicker and frame difference are None.
+With window joins given (joins.py): the change across each join against the median change inside windows.
 """
 from __future__ import annotations
 
