@@ -2,13 +2,15 @@
 
 `measure_consistency` scores how much a clip flickers: per frame, the error left after warping the previous
 frame onto it along the optical flow (occlusions masked), the change of mean brightness, and the drift of the
-mean colour from the first frame; with the source clip given, the same figures for the source, for scale.
+mean colour from the first frame, luma and colour drift from it (drift.py); with the source clip given, the same
+figures for the source, for scale; with context-window joins given, the jump at each join (joins.py).
 `render_plot` draws the report with matplotlib. The ComfyUI node lives in nodes/measure_consistency.py.
 """
+from . import drift, joins
 from .flow import DisFlow, FlowFunction, RaftLikeFlow
 from .metrics import ConsistencyReport, SequenceCurves, measure_consistency, to_uint8_frames
 
-__all__ = ["ConsistencyReport", "DisFlow", "FlowFunction", "RaftLikeFlow", "SequenceCurves",
+__all__ = ["ConsistencyReport", "DisFlow", "drift", "joins", "FlowFunction", "RaftLikeFlow", "SequenceCurves",
            "measure_consistency", "render_plot", "to_uint8_frames"]
 
 

@@ -4,9 +4,14 @@ All scores are mean absolute differences on the 0-255 scale, so they read like p
 - warp error (frame t): |frame t - frame t-1 warped onto t along the flow|, averaged over the trusted pixels
   (or all pixels with masking off). What is left after motion is explained: flicker, popping, ghosting.
 - brightness flicker (frame t): |mean luma of t - mean luma of t-1|.
-- drift (frame t): mean over R, G, B of |mean colour of t - mean colour of frame 0|: slow wander of the look.
+- drift (frame t): mean over R, G, B of |mean colour of t - mean colour of frame 0|: slow wander of the look
+  (RGB drift; kept for programs that read it; the two below split it into readable parts, see drift.py).
+- luma drift (frame t): mean Rec. 709 luma of t minus that of frame 0 (0-255, signed: + = brighter).
+- chroma drift (frame t): CIELAB a*b* distance of the mean colour of t from frame 0's (a colour cast; delta E
+  units, lightness left out).
 - frame difference (frame t): |frame t - frame t-1| without motion compensation, for reference.
 Frame 0 has no predecessor: its warp error, flicker and frame difference are None.
+With window joins given (joins.py): the change across each join against the median change inside windows.
 """
 from __future__ import annotations
 
@@ -19,7 +24,9 @@ import cv2
 import numpy as np
 import torch
 
+from .drift import chroma_distance, drift_curves, frame_lab, frame_luma
 from .flow import DisFlow, FlowFunction
+from .joins import as_spans, join_jumps, level_change, pair_peak
 from .warp import Grid, consistent_pixels, flow_magnitude, warp
 
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float64)  # Rec. 601, as OpenCV's RGB->gray
@@ -62,6 +69,8 @@ class SequenceCurves:
     flicker: list = field(default_factory=list)
     drift: list = field(default_factory=list)
     frame_difference: list = field(default_factory=list)
+    luma_drift: list = field(default_factory=list)
+    chroma_drift: list = field(default_factory=list)
 
     def summary(self) -> dict:
         worst = _argmax(self.warp_error)
@@ -76,11 +85,18 @@ class SequenceCurves:
             "drift_final": self.drift[-1] if self.drift else None,
             "drift_max": max(self.drift) if self.drift else None,
             "frame_difference_mean": _mean(self.frame_difference),
+            "luma_drift_final": self.luma_drift[-1] if self.luma_drift else None,
+            "luma_drift_max_abs": max(map(abs, self.luma_drift)) if self.luma_drift else None,
+            # the signed value furthest from frame 0 (a clip that darkens reads -12, not 12)
+            "luma_drift_extreme": max(self.luma_drift, key=abs) if self.luma_drift else None,
+            "chroma_drift_final": self.chroma_drift[-1] if self.chroma_drift else None,
+            "chroma_drift_max": max(self.chroma_drift) if self.chroma_drift else None,
         }
 
     def as_dict(self) -> dict:
         return {"warp_error": self.warp_error, "flicker": self.flicker, "drift": self.drift,
-                "frame_difference": self.frame_difference}
+                "frame_difference": self.frame_difference, "luma_drift": self.luma_drift,
+                "chroma_drift": self.chroma_drift}
 
 
 @dataclass
@@ -95,6 +111,20 @@ class ConsistencyReport:
     source: Optional[SequenceCurves]
     flow_magnitude: list    # mean |flow| in pixels per frame (None at frame 0)
     trusted_fraction: list  # share of pixels that passed the occlusion check (1.0 unmasked; None at frame 0)
+    # Window joins: {"spans", "note", "result": per-join rows, "source": rows or None, "inside_median"}; None
+    # when no joins were given.
+    joins: Optional[dict] = None
+
+    def worst_join(self) -> Optional[dict]:
+        """The result's join with the largest ratio to the inside-window change, over all measures."""
+        best = None
+        for row in (self.joins or {}).get("result") or []:
+            for name in JOIN_MEASURES:
+                ratio = row[f"{name}_ratio"]
+                if ratio is not None and (best is None or ratio > best["ratio"]):
+                    best = {"frame": row["frame"], "span": row["span"], "measure": name,
+                            "jump": row[f"{name}_jump"], "ratio": ratio}
+        return best
 
     def summary(self) -> dict:
         out = {"result": self.result.summary(), "source": self.source.summary() if self.source else None,
@@ -103,7 +133,39 @@ class ConsistencyReport:
         r = out["result"]["warp_error_mean"]
         s = out["source"]["warp_error_mean"] if out["source"] else None
         out["warp_error_ratio"] = (r / s) if (r is not None and s) else None
+        out["worst_join"] = self.worst_join()
         return out
+
+    def join_lines(self) -> list:
+        """One line per window join: the result's jump of each measure and its ratio to the inside-window
+        median (the source's ratios beside them when it was given)."""
+        if not self.joins:
+            return []
+        lines = []
+        sources = self.joins["source"] or [None] * len(self.joins["result"])
+        for row, src in zip(self.joins["result"], sources):
+            start, end = row["span"]
+            where = f"frame {start}" if start == end else f"frames {start}-{end}"
+            parts = []
+            for name in JOIN_MEASURES:
+                jump, ratio = row[f"{name}_jump"], row[f"{name}_ratio"]
+                if jump is None:
+                    continue
+                parts.append(f"{JOIN_LABELS[name]} {jump:.2f}"
+                             + (f" ({ratio:.1f}x inside)" if ratio is not None else " (nothing inside to compare)"))
+            line = f"join at {where}: " + ", ".join(parts)
+            if src is not None:
+                ratios = [f"{JOIN_LABELS[n]} {src[f'{n}_ratio']:.1f}x" for n in JOIN_MEASURES
+                          if src[f"{n}_ratio"] is not None]
+                if ratios:
+                    line += "; source " + ", ".join(ratios)
+            lines.append(line)
+        return lines
+
+    def text(self) -> str:
+        """The summary line, then one line per window join (the node's text output)."""
+        note = [f"window joins: {self.joins['note']}"] if self.joins and self.joins["note"] else []
+        return "\n".join([self.summary_line(), *note, *self.join_lines()])
 
     def summary_line(self) -> str:
         """One line for the node's face: the result's scores, the source's beside them, and how they were
@@ -111,34 +173,43 @@ class ConsistencyReport:
         s = self.summary()
         r, src = s["result"], s["source"]
 
-        def num(v, digits=2):
-            return "n/a" if v is None else f"{v:.{digits}f}"
+        def num(v, digits=2, sign=""):
+            return "n/a" if v is None else f"{v:{sign}.{digits}f}"
+
+        worst = s["worst_join"]
+        join = "" if worst is None else (
+            f"; worst join at frame {worst['frame']}: {JOIN_LABELS[worst['measure']]} jump {worst['jump']:.2f} "
+            f"({worst['ratio']:.1f}x inside windows)")
 
         how = (f"{self.frames} frames, flow: {self.flow_method} on the {self.flow_on}"
                + (", occlusions masked" if self.masked else ", no occlusion mask"))
         if src is None:
             return (f"warp error {num(r['warp_error_mean'])} (worst frame {r['warp_error_worst_frame']}), "
-                    f"flicker {num(r['flicker_mean'])}, drift {num(r['drift_max'], 1)} "
+                    f"flicker {num(r['flicker_mean'])}, luma drift {num(r['luma_drift_extreme'], 1, '+')}, "
+                    f"colour drift {num(r['chroma_drift_max'], 1)} dE{join} "
                     f"[0-255; {how}; connect the source for a reference]")
         ratio = s["warp_error_ratio"]
         return (f"warp error {num(r['warp_error_mean'])} vs source {num(src['warp_error_mean'])}"
                 + (f" ({ratio:.2f}x)" if ratio is not None else "")
                 + f", worst frame {r['warp_error_worst_frame']}; flicker {num(r['flicker_mean'])} vs "
-                  f"{num(src['flicker_mean'])}; drift {num(r['drift_max'], 1)} vs {num(src['drift_max'], 1)} "
-                  f"[0-255; {how}]")
+                  f"{num(src['flicker_mean'])}; luma drift {num(r['luma_drift_extreme'], 1, '+')} vs "
+                  f"{num(src['luma_drift_extreme'], 1, '+')}, colour drift {num(r['chroma_drift_max'], 1)} vs "
+                  f"{num(src['chroma_drift_max'], 1)} dE{join} [0-255; {how}]")
 
     def to_dict(self) -> dict:
         return {
             "format": "cfa-temporal-consistency/1",
-            "units": "mean absolute difference on the 0-255 scale; flow in pixels",
+            "units": "mean absolute difference on the 0-255 scale (luma drift signed); chroma drift in CIELAB "
+                     "delta E (a*b* plane); flow in pixels; frames are video frames",
             "frames": self.frames, "width": self.width, "height": self.height,
             "flow": {"method": self.flow_method, "computed_on": self.flow_on},
             "occlusion_mask": self.masked,
             "summary": self.summary(),
-            "text": self.summary_line(),
+            "text": self.text(),
             "per_frame": {"result": self.result.as_dict(),
                           "source": self.source.as_dict() if self.source else None,
                           "flow_magnitude": self.flow_magnitude, "trusted_fraction": self.trusted_fraction},
+            "window_joins": self.joins,
         }
 
     def to_json(self) -> str:
@@ -159,6 +230,17 @@ def _check_clip(frames: np.ndarray, what: str) -> None:
         raise ValueError(f"{what} must be T x H x W x 3 RGB frames, got shape {tuple(frames.shape)}")
     if frames.shape[0] < 2:
         raise ValueError(f"{what} has {frames.shape[0]} frame(s); temporal consistency needs at least 2")
+
+
+JOIN_MEASURES = ("luma", "chroma", "warp")
+JOIN_LABELS = {"luma": "luma", "chroma": "colour", "warp": "warp error"}
+
+
+def _join_measures(clip: np.ndarray, warp_error: list) -> dict:
+    """The changes compared at window joins: mean luma (0-255), mean colour (a*b* distance), warp error."""
+    return {"luma": level_change(frame_luma(clip), lambda a, b: abs(a - b)),
+            "chroma": level_change(frame_lab(clip), chroma_distance),
+            "warp": pair_peak(warp_error)}
 
 
 def _colour_curves(clip: np.ndarray) -> tuple[list, list, list]:
@@ -186,7 +268,8 @@ def _warp_error(clip: np.ndarray, t: int, backward: np.ndarray, grid: Grid,
 
 def measure_consistency(result, source=None, flow: Optional[FlowFunction] = None, mask_occlusions: bool = True,
                         flow_name: Optional[str] = None,
-                        on_frame: Optional[Callable[[int, int], None]] = None) -> ConsistencyReport:
+                        on_frame: Optional[Callable[[int, int], None]] = None,
+                        window_joins=None, join_note: str = "") -> ConsistencyReport:
     """Score `result` (T x H x W x 3, uint8 or float in [0, 1]) for temporal consistency.
 
     source: the clip `result` was made from (same count and size); the flow is computed on it (its motion is
@@ -195,6 +278,9 @@ def measure_consistency(result, source=None, flow: Optional[FlowFunction] = None
     score only pixels that pass the forward-backward check (costs a second flow per frame); off, every pixel
     counts, and samples from outside the frame read as black. on_frame(done, total) is called after each
     frame pair (progress, cancellation: an exception raised there stops the measurement).
+    window_joins: where context windows join, in frames of the clip: ints (the first frame of a new window,
+    no overlap) or (start, end) spans (joins.JoinSpan; joins.window_joins computes them from window settings);
+    join_note says how they were placed (kept in the report).
     """
     result = to_uint8_frames(result)
     _check_clip(result, "the result")
@@ -205,6 +291,7 @@ def measure_consistency(result, source=None, flow: Optional[FlowFunction] = None
             raise ValueError(f"the source has {source.shape[0]} frames of {source.shape[2]}x{source.shape[1]}, "
                              f"the result {result.shape[0]} of {result.shape[2]}x{result.shape[1]}; give both "
                              "the same frame count and size")
+    spans = as_spans(window_joins or [], result.shape[0])
     flow = flow if flow is not None else DisFlow()
     flow_name = flow_name or getattr(flow, "name", type(flow).__name__)
     frames, height, width = result.shape[:3]
@@ -229,13 +316,19 @@ def measure_consistency(result, source=None, flow: Optional[FlowFunction] = None
         if on_frame is not None:
             on_frame(t, frames - 1)
 
-    flicker, drift, difference = _colour_curves(result)
-    curves = SequenceCurves(warp_result, flicker, drift, difference)
+    curves = SequenceCurves(warp_result, *_colour_curves(result), *drift_curves(result))
     source_curves = None
     if source is not None:
-        s_flicker, s_drift, s_difference = _colour_curves(source)
-        source_curves = SequenceCurves(warp_source, s_flicker, s_drift, s_difference)
+        source_curves = SequenceCurves(warp_source, *_colour_curves(source), *drift_curves(source))
+    joins = None
+    if window_joins is not None:  # given, even if empty: the note then says why there is no join
+        rows, inside = join_jumps(_join_measures(result, warp_result), frames, spans)
+        joins = {"spans": [list(s) for s in spans], "note": join_note, "result": rows, "source": None,
+                 "inside_median": {"result": inside, "source": None}}
+        if source is not None:
+            joins["source"], joins["inside_median"]["source"] = join_jumps(
+                _join_measures(source, warp_source), frames, spans)
     return ConsistencyReport(frames=frames, height=height, width=width, flow_method=flow_name,
                              flow_on="source" if source is not None else "result", masked=mask_occlusions,
                              result=curves, source=source_curves, flow_magnitude=magnitude,
-                             trusted_fraction=trusted_share)
+                             trusted_fraction=trusted_share, joins=joins)

@@ -1,5 +1,6 @@
-"""The report as a picture: three panels of per-frame curves, result against source, drawn by matplotlib's
-Agg renderer (no display, no pyplot global state, safe in a server thread)."""
+"""The report as a picture: four panels of per-frame curves (warp error, brightness flicker, luma drift and
+colour drift from frame 0), result against source, window joins marked by vertical lines; drawn by
+matplotlib's Agg renderer (no display, no pyplot global state, safe in a server thread)."""
 from __future__ import annotations
 
 import math
@@ -9,10 +10,14 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .metrics import ConsistencyReport
+from .metrics import JOIN_LABELS, ConsistencyReport
 
 RESULT_STYLE = dict(color="#d1495b", linewidth=1.6)
 SOURCE_STYLE = dict(color="#30638e", linewidth=1.2, linestyle="--")
+# Window joins: solid and 2 px wide so they stay visible (and testable) on the rendered image; overlap spans
+# shaded in a paler tint of the same colour.
+JOIN_STYLE = dict(color="#2a9d8f", linewidth=2.0, zorder=0)
+JOIN_SPAN_STYLE = dict(color="#2a9d8f", alpha=0.12, linewidth=0, zorder=0)
 
 
 def _series(values):
@@ -29,7 +34,7 @@ def render_plot(report: ConsistencyReport, title: str = "", width: int = 1024, h
     dpi = 100
     fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
     FigureCanvasAgg(fig)
-    axes = fig.subplots(3, 1, sharex=True)
+    axes = fig.subplots(4, 1, sharex=True)
     summary = report.summary()
     r, s = summary["result"], summary["source"]
     x = np.arange(report.frames)
@@ -41,17 +46,32 @@ def render_plot(report: ConsistencyReport, title: str = "", width: int = 1024, h
         ("flicker", "brightness flicker\n|Δ mean luma|",
          lambda q: f"mean {_fmt(q['flicker_mean'])}, max {_fmt(q['flicker_max'])} "
                    f"@ frame {q['flicker_worst_frame']}"),
-        ("drift", "colour drift\nfrom frame 0",
-         lambda q: f"final {_fmt(q['drift_final'], 1)}, max {_fmt(q['drift_max'], 1)}"),
+        ("luma_drift", "luma drift from\nframe 0 (Rec.709)",
+         lambda q: f"final {_fmt(q['luma_drift_final'], 1)}, furthest {_fmt(q['luma_drift_extreme'], 1)}"),
+        ("chroma_drift", "colour drift from\nframe 0 (ΔE a*b*)",
+         lambda q: f"final {_fmt(q['chroma_drift_final'], 1)}, max {_fmt(q['chroma_drift_max'], 1)}"),
     ]
+    joins = report.joins["spans"] if report.joins else []
     for ax, (key, ylabel, legend) in zip(axes, panels):
+        for start, end in joins:
+            ax.axvline(start, **JOIN_STYLE)
+            if end > start:  # overlapping windows: the cross-fade, up to the first frame the old one leaves
+                ax.axvspan(start, end, **JOIN_SPAN_STYLE)
         ax.plot(x, _series(getattr(report.result, key)), label=f"result: {legend(r)}", **RESULT_STYLE)
         if report.source is not None:
             ax.plot(x, _series(getattr(report.source, key)), label=f"source: {legend(s)}", **SOURCE_STYLE)
         ax.set_ylabel(ylabel, fontsize=9)
         ax.grid(True, alpha=0.3)
-        ax.set_ylim(bottom=0)
+        if key == "luma_drift":  # signed: darker below the zero line, brighter above
+            ax.axhline(0, color="#888888", linewidth=0.8)
+        else:
+            ax.set_ylim(bottom=0)
         ax.legend(loc="upper left", fontsize=8, framealpha=0.85)
+    if joins:
+        worst = summary["worst_join"]
+        axes[0].set_title(f"vertical lines: {len(joins)} window join(s)"
+                          + (f"; worst at frame {worst['frame']}: {worst['ratio']:.1f}x the change inside windows "
+                             f"({JOIN_LABELS[worst['measure']]})" if worst else ""), fontsize=8, loc="right")
     axes[-1].set_xlabel("frame")
     axes[-1].set_xlim(0, max(report.frames - 1, 1))
     ratio = summary["warp_error_ratio"]

@@ -25,6 +25,8 @@ OpticalFlowType = io.Custom("OPTICAL_FLOW")
 CORE_FLOW_LOADER = "OpticalFlowLoader"
 REQUIREMENTS = Path(__file__).resolve().parents[1] / "requirements.txt"
 PIP_NAMES = {"cv2": "opencv-python-headless", "matplotlib": "matplotlib"}  # import name -> what pip installs
+# Core's fixed context-window schedules (the uniform and looped ones move their windows every step).
+WINDOW_SCHEDULES = ["standard_static", "batched"]
 
 
 def core_has_optical_flow() -> bool:
@@ -72,6 +74,31 @@ def check_frames(images: torch.Tensor, source: torch.Tensor | None) -> None:
             "crop center) before measuring.")
 
 
+def check_windows(length: int, overlap: int, schedule: str) -> None:
+    if length > 0 and schedule == "standard_static" and overlap >= length:
+        raise CrossFrameError(
+            f"{NAME}: the window overlap ({overlap}) must be less than the window length ({length}); type the "
+            "context_length and context_overlap of your Context Windows (Manual) node (its overlap is smaller "
+            "than its length), or set window_length to 0 to measure without windows.")
+
+
+def window_joins(measure, frames: int, length: int, overlap: int, schedule: str, scale: int):
+    """(joins in video frames, a note saying how they were placed), or (None, "") without windows."""
+    if length <= 0:
+        return None, ""
+    joins = measure.joins.window_joins(frames, length, overlap, schedule, temporal_scale=scale)
+    latents = measure.joins.latent_frames_for(frames, scale)
+    per = "1 video frame" if scale == 1 else f"{scale} video frames"
+    note = (f"windows of {length} latent frames overlapping {overlap if schedule != 'batched' else 0} "
+            f"({schedule}), {per} per latent frame: {latents} latent frames")
+    if (frames - 1) % scale:
+        note += (f" (the clip's {frames} frames are not 1 + {scale}*n: joins placed as if it were the start of "
+                 "such a clip)")
+    note += f", {len(joins)} join(s), frames of the clip" if joins else \
+        f"; one window covers all {latents} latent frames: no join"
+    return joins, note
+
+
 class MeasureTemporalConsistency(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -89,6 +116,22 @@ class MeasureTemporalConsistency(io.ComfyNode):
                                    "is measured on them, and they are scored the same way for scale: a result "
                                    "close to its source's curves is as steady as the input. Without it the "
                                    "motion comes from the result itself."),
+            io.Int.Input("window_length", default=0, min=0, max=4096, optional=True,
+                         tooltip="Where the clip was made in context windows: the window length in LATENT frames, "
+                                 "the context_length of core's Context Windows (Manual). The plot marks each "
+                                 "join and the text lists the jump there against the change inside windows. "
+                                 "0: no windows. (WAN Context Windows (Manual) takes video frames: type "
+                                 "(context_length - 1) / 4 + 1 here.)"),
+            io.Int.Input("window_overlap", default=0, min=0, max=4096, optional=True,
+                         tooltip="The window overlap in LATENT frames, the context_overlap of Context Windows "
+                                 "(Manual). (WAN Context Windows (Manual): its context_overlap / 4.)"),
+            io.Combo.Input("window_schedule", options=WINDOW_SCHEDULES, default="standard_static", optional=True,
+                           tooltip="The context_schedule of Context Windows (Manual). Only these two place their "
+                                   "windows the same way every step; batched ignores the overlap."),
+            io.Int.Input("latent_temporal_scale", default=1, min=1, max=16, optional=True,
+                         tooltip="Video frames per latent frame, to place the joins on the decoded frames: 1 for "
+                                 "image models (SD, SDXL, Flux: one latent per frame), 4 for Wan (latent 0 is "
+                                 "video frame 0, latent j is video frames 4j-3 to 4j)."),
         ]
         if core_has_optical_flow():
             inputs.append(OpticalFlowType.Input(
@@ -101,24 +144,28 @@ class MeasureTemporalConsistency(io.ComfyNode):
             category=CATEGORY,
             description="Scores how much a clip flickers, frame by frame: the error left after warping each "
                         "frame's predecessor onto it along the optical flow, the change of mean brightness, "
-                        "and the drift of the mean colour from frame 0, next to the source's own scores. "
-                        "Shows a plot and a one-line summary; outputs the plot and the numbers (JSON).",
+                        "and the drift of brightness and colour from frame 0, next to the source's own scores; "
+                        "with window settings, the jump at each context-window join. Shows a plot and a "
+                        "summary; outputs the plot and the numbers (JSON).",
             inputs=inputs,
             outputs=[
                 io.Image.Output(display_name="plot", tooltip="Per-frame curves, result against source, with the "
                                                              "summary in the legend."),
                 io.String.Output(display_name="json", tooltip="Every per-frame score and the summary, as JSON "
                                                               "(for programs; units: 0-255 grey levels)."),
-                io.String.Output(display_name="summary", tooltip="The one-line summary shown on the node."),
+                io.String.Output(display_name="summary", tooltip="The summary shown on the node: one line, then one "
+                                                                 "line per window join when windows are set."),
             ],
             is_output_node=True,
         )
 
     @classmethod
-    def execute(cls, images, occlusion_mask=True, label="", source=None, optical_flow=None) -> io.NodeOutput:
+    def execute(cls, images, occlusion_mask=True, label="", source=None, window_length=0, window_overlap=0,
+                window_schedule="standard_static", latent_temporal_scale=1, optical_flow=None) -> io.NodeOutput:
         images = images[..., :3]
         source = None if source is None else source[..., :3]
         check_frames(images, source)
+        check_windows(window_length, window_overlap, window_schedule)
         measure = _measurement()
         if optical_flow is not None:
             comfy.model_management.load_model_gpu(optical_flow)
@@ -136,14 +183,17 @@ class MeasureTemporalConsistency(io.ComfyNode):
             comfy.model_management.throw_exception_if_processing_interrupted()
 
         try:
+            joins, note = window_joins(measure, images.shape[0], window_length, window_overlap, window_schedule,
+                                       latent_temporal_scale)
             report = measure.measure_consistency(images, source=source, flow=flow,
-                                                 mask_occlusions=occlusion_mask, on_frame=on_frame)
+                                                 mask_occlusions=occlusion_mask, on_frame=on_frame,
+                                                 window_joins=joins, join_note=note)
         except ValueError as exc:
             if isinstance(exc, CrossFrameError):
                 raise
             raise CrossFrameError(f"{NAME}: {exc}.") from exc
         plot = torch.from_numpy(measure.render_plot(report, title=label)).float().div(255.0)[None]
         progress.update(1)
-        summary = report.summary_line()
+        summary = report.text()
         shown = {**ui.PreviewImage(plot, cls=cls).as_dict(), **ui.PreviewText(summary).as_dict()}
         return io.NodeOutput(plot, report.to_json(), summary, ui=shown)

@@ -5,7 +5,6 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -208,3 +207,85 @@ def test_core_raft_loader_feeds_the_node(comfy, measure, core_flow, temp_dir, tm
     report = json.loads(out.args[1])
     assert report["flow"]["method"] == "OPTICAL_FLOW model" and report["frames"] == 2
     assert out.args[0].shape == (1, 768, 1024, 3)
+
+
+# --- window joins --------------------------------------------------------------------------------------------
+
+def _consistency():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "footage"))
+    from cfa_checkout import load_consistency
+    return load_consistency()
+
+
+@pytest.mark.parametrize("schedule", ["standard_static", "batched"])
+@pytest.mark.parametrize("frames, length, overlap", [
+    (32, 16, 4), (36, 16, 4), (33, 16, 0), (21, 8, 2), (81, 16, 8), (10, 4, 3), (16, 16, 4), (5, 16, 0),
+    (17, 16, 15), (100, 7, 1)])
+def test_windows_match_cores_schedule(comfy, frames, length, overlap, schedule):
+    """Our windows are the ones core's own schedule functions make for the same settings."""
+    import comfy.context_windows as cw
+    from types import SimpleNamespace
+    core = {"standard_static": cw.create_windows_static_standard, "batched": cw.create_windows_batched}[schedule]
+    handler = SimpleNamespace(context_length=length, context_overlap=overlap, context_stride=1, closed_loop=False)
+    ours = _consistency().joins.context_windows(frames, length, overlap, schedule)
+    assert [list(w) for w in ours] == core(frames, handler, {})
+
+
+def test_window_inputs_in_schema(measure):
+    info = schema_inputs(measure)
+    optional = info["optional"]
+    assert optional["window_length"][1]["default"] == 0 and optional["window_length"][1]["min"] == 0
+    assert optional["window_overlap"][1]["default"] == 0
+    assert optional["latent_temporal_scale"][1]["default"] == 1
+    assert optional["window_schedule"][1]["default"] == "standard_static"
+    assert "LATENT frames" in optional["window_length"][1]["tooltip"]
+    # The widgets come before the optional OPTICAL_FLOW socket so their order is the same on every ComfyUI.
+    order = list(optional)
+    assert order.index("window_length") < order.index("latent_temporal_scale")
+    assert "optical_flow" not in optional or order.index("optical_flow") == len(order) - 1
+
+
+def stepped(frames=24, step_at=12, seed=3):
+    """Grey clip with a per-channel wobble and a +30 brightness step at step_at (ComfyUI IMAGE)."""
+    g = torch.Generator().manual_seed(seed)
+    levels = 0.4 + 0.004 * torch.randn(frames, 1, 1, 3, generator=g)
+    levels[step_at:] += 30 / 255
+    return levels.expand(frames, 16, 24, 3).clamp(0, 1).contiguous()
+
+
+def test_joins_from_window_settings_in_json_and_summary(measure, temp_dir):
+    # 24 frames, windows of 6 frames without overlap: joins at 6, 12, 18; the step sits on the join at 12.
+    out = run(measure, stepped(), occlusion_mask=False, window_length=6, window_overlap=0)
+    plot, report_json, summary = out.args
+    report = json.loads(report_json)
+    assert report["window_joins"]["spans"] == [[6, 6], [12, 12], [18, 18]]
+    lines = summary.split("\n")
+    assert lines[1].startswith("window joins: windows of 6 latent frames") and "standard_static" in lines[1]
+    assert [line.split(":")[0] for line in lines[2:]] == ["join at frame 6", "join at frame 12",
+                                                          "join at frame 18"]
+    rows = report["window_joins"]["result"]
+    assert rows[1]["luma_ratio"] > 10 and rows[0]["luma_ratio"] < 4 and rows[2]["luma_ratio"] < 4
+    assert report["summary"]["worst_join"]["frame"] == 12
+    assert report["text"] == summary and out.ui["text"] == (summary,)
+    # Without window settings: no join analysis and the one-line summary of before.
+    plain = json.loads(run(measure, stepped(), occlusion_mask=False).args[1])
+    assert plain["window_joins"] is None and "\n" not in plain["text"]
+
+
+def test_wan_latent_windows_are_placed_in_video_frames(measure, temp_dir):
+    # Wan: 21 latent frames = 81 video frames; windows of 8 latents overlapping 2 join at latents 6, 12, 13.
+    out = run(measure, stepped(frames=81, step_at=21), occlusion_mask=False, window_length=8, window_overlap=2,
+              latent_temporal_scale=4)
+    report = json.loads(out.args[1])
+    assert report["window_joins"]["spans"] == [[21, 29], [45, 53], [49, 77]]
+    assert "4 video frames per latent frame" in out.args[2] and "21 latent frames" in out.args[2]
+    assert report["window_joins"]["result"][0]["luma_jump"] > 25
+
+
+def test_one_window_and_bad_window_settings(measure, temp_dir):
+    out = run(measure, stepped(frames=8), occlusion_mask=False, window_length=16)
+    assert "one window covers" in out.args[2]
+    assert json.loads(out.args[1])["window_joins"]["spans"] == []
+    with pytest.raises(ValueError, match=f"{NAME}: the window overlap \\(6\\) must be .*less than the window "
+                                         "length \\(6\\)"):
+        run(measure, stepped(), window_length=6, window_overlap=6)

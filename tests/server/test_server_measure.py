@@ -88,3 +88,29 @@ def test_size_mismatch_names_the_node(comfy_server, pack_nodes, bikes_in_input):
     again = comfy_server.run_prompt(prompt, timeout=240)
     assert again.outcome == "success", again.describe()
     assert "vs source" in again.outputs()["4"]["text"][0]
+
+
+def test_window_settings_through_the_api(comfy_server, pack_nodes, bikes_in_input):
+    """The window inputs arrive from a prompt: joins placed as the measurement package places them, listed
+    one per line in the summary and in the JSON, and bad settings stop with the node's error."""
+    spec = pack_nodes[NODE]["input"]["optional"]
+    assert {"window_length", "window_overlap", "window_schedule", "latent_temporal_scale"} <= set(spec)
+    windows = {"window_length": 10, "window_overlap": 2, "window_schedule": "standard_static",
+               "latent_temporal_scale": 1}
+    prompt = _prompt(bikes_in_input, windows)
+    prompt["4"]["inputs"]["occlusion_mask"] = False  # half the flow work; the joins do not depend on it
+    result = comfy_server.run_prompt(prompt, timeout=240)
+    assert result.outcome == "success", f"{result.describe()}\n{comfy_server.log_tail(3000)}"
+    report = json.loads(result.outputs()["5"]["text"][0])
+    expected = load_consistency().joins.window_joins(FRAMES, 10, 2)
+    assert report["window_joins"]["spans"] == [list(s) for s in expected] and expected
+    summary = result.outputs()["4"]["text"][0].split("\n")
+    assert summary[1].startswith("window joins: windows of 10 latent frames overlapping 2")
+    assert [line.split(":")[0] for line in summary[2:]] == [
+        f"join at frames {s.start}-{s.end}" for s in expected]
+
+    prompt["4"]["inputs"]["window_overlap"] = 10
+    bad = comfy_server.run_prompt(prompt, timeout=240)
+    assert bad.outcome == "error" and bad.error.get("node_type") == NODE, bad.describe()
+    assert "the window overlap (10) must be less than the window length (10)" in bad.error.get(
+        "exception_message", ""), bad.describe()
