@@ -37,15 +37,23 @@ _SIGMA_RTOL = 1e-4
 @dataclass(frozen=True)
 class WindowCall:
     """One model call: the clip frame of each latent frame it holds (in order), the tokens of one latent
-    frame, its noise level, and one key per batch chunk (chunk-major, one conditioning each)."""
+    frame, its noise level, and one key per batch chunk (chunk-major, one conditioning each). `leading`: how
+    many of the frames come before the window's own (core's causal_window_fix prepends the frame before the
+    window: context only, its output is dropped)."""
 
     frames: tuple
     tokens_per_frame: int
     sigma: float
     chunks: tuple
+    leading: int = 0
+
+    @property
+    def start(self) -> int:
+        """The window's first own clip frame (0: the window holding the clip's first frame)."""
+        return self.frames[self.leading]
 
     def describe(self) -> str:
-        return f"{self.frames[0]}..{self.frames[-1]}"
+        return f"{self.start}..{self.frames[-1]}"
 
 
 @dataclass
@@ -101,20 +109,21 @@ class WindowAnchors:
             return k, v
         n, hw = len(call.chunks), call.tokens_per_frame
         per = k.shape[0] // n
-        holds_first = call.frames[0] == 0
+        holds_first = call.start == 0
         anchors_k, anchors_v = [], []
         with self._lock:
             for c, chunk in enumerate(call.chunks):
                 rows = slice(c * per, (c + 1) * per)
                 slot = (layer, chunk)
                 if holds_first:
-                    # copies: a view would keep the whole window's keys alive until the next step
-                    self._first[slot] = _Frame(call.sigma, call, k[rows, :hw].clone(), v[rows, :hw].clone())
+                    if self.uses_first:   # copies: a view would keep the window's keys alive for the step
+                        self._first[slot] = _Frame(call.sigma, call, k[rows, :hw].clone(), v[rows, :hw].clone())
                 else:
                     parts = self._anchors_for(slot, call)
                     anchors_k.append(torch.cat([p.k for p in parts], dim=1))
                     anchors_v.append(torch.cat([p.v for p in parts], dim=1))
-                self._last[slot] = _Frame(call.sigma, call, k[rows, -hw:].clone(), v[rows, -hw:].clone())
+                if self.uses_previous:
+                    self._last[slot] = _Frame(call.sigma, call, k[rows, -hw:].clone(), v[rows, -hw:].clone())
         if holds_first:
             return k, v
         return (torch.cat([k, torch.cat(anchors_k).to(k.dtype)], dim=1),
@@ -139,7 +148,7 @@ class WindowAnchors:
                     f"sigma={call.sigma:.4g} but does not hold frame 0, so it has no previous window. Use a "
                     "context schedule whose windows start at frame 0 at every step ('batched' or "
                     "'standard_static').")
-            if last.call.frames[0] >= call.frames[0]:
+            if last.call.start >= call.start:
                 raise CrossFrameError(
                     f"{self.who}: the window of frames {call.describe()} came after the window of frames "
                     f"{last.call.describe()}: windows are not evaluated in clip order, so a window's previous "

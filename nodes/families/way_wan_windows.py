@@ -143,6 +143,7 @@ def call_of(diffusion_model, x, options: dict, who: str) -> WindowCall:
     """What a model call holds: the window's clip frames (the whole latent when no window is set)."""
     window = options.get("context_window")
     frames = window_frames(window) if window is not None else tuple(range(x.shape[2]))
+    leading = len(frames) - len(window.index_list) if window is not None else 0   # core's causal frame
     if x.ndim != 5 or x.shape[2] != len(frames):
         raise CrossFrameError(
             f"{who}: this model call holds a latent of shape {list(x.shape)} for the {len(frames)} frames of its "
@@ -151,7 +152,8 @@ def call_of(diffusion_model, x, options: dict, who: str) -> WindowCall:
     _, ph, pw = diffusion_model.patch_size
     tokens = math.ceil(x.shape[3] / ph) * math.ceil(x.shape[4] / pw)
     sigma = float(options["sigmas"].reshape(-1)[0]) if options.get("sigmas") is not None else 0.0
-    return WindowCall(frames=frames, tokens_per_frame=tokens, sigma=sigma, chunks=_chunk_keys(options))
+    return WindowCall(frames=frames, tokens_per_frame=tokens, sigma=sigma, chunks=_chunk_keys(options),
+                      leading=leading)
 
 
 def _model_call(attention: WanWindowAttention, executor, x, *args, **kwargs):

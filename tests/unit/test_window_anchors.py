@@ -19,8 +19,9 @@ def frames_kv(frames, chunks=1, seed=0):
     return k, -k
 
 
-def call(frames, sigma=1.0, chunks=((0, "p"),)):
-    return WindowCall(frames=tuple(frames), tokens_per_frame=HW, sigma=sigma, chunks=tuple(chunks))
+def call(frames, sigma=1.0, chunks=((0, "p"),), leading=0):
+    return WindowCall(frames=tuple(frames), tokens_per_frame=HW, sigma=sigma, chunks=tuple(chunks),
+                      leading=leading)
 
 
 def frame_ids(rows):
@@ -28,12 +29,12 @@ def frame_ids(rows):
     return [round(float(rows[i * HW, 0]) % 100) for i in range(rows.shape[0] // HW)]
 
 
-def run_windows(anchors, windows, sigma=1.0, chunks=((0, "p"),)):
+def run_windows(anchors, windows, sigma=1.0, chunks=((0, "p"),), leading=()):
     state = WindowAnchors(anchors)
     outs = []
-    for frames in windows:
+    for i, frames in enumerate(windows):
         k, v = frames_kv(frames, len(chunks))
-        outs.append(state.kv(0, call(frames, sigma, chunks), k, v))
+        outs.append(state.kv(0, call(frames, sigma, chunks, leading[i] if leading else 0), k, v))
     return outs
 
 
@@ -58,9 +59,12 @@ def test_one_window_covering_the_clip_is_left_alone():
 def test_overlapping_windows_and_the_causal_frame_use_the_previous_windows_last_frame():
     # standard_static with overlap 1 and core's causal_window_fix: window 1 holds frame 2 first (the frame
     # before it), then 3..5; its previous anchor is window 0's last frame (3), even though 3 is also its own.
-    outs = run_windows("first+previous", [range(0, 4), (2, 3, 4, 5), (4, 5, 6, 7)])
+    outs = run_windows("first+previous", [range(0, 4), (2, 3, 4, 5), (4, 5, 6, 7)], leading=(0, 1, 1))
     assert frame_ids(outs[1][0][0]) == [2, 3, 4, 5, 0, 3]
     assert frame_ids(outs[2][0][0]) == [4, 5, 6, 7, 0, 5]
+    # overlap 2: window 1 is frames 1..3 with frame 0 prepended; it holds frame 0 but is not window 0
+    outs = run_windows("first+previous", [range(0, 3), (0, 1, 2, 3)], leading=(0, 1))
+    assert frame_ids(outs[1][0][0]) == [0, 1, 2, 3, 0, 2]
 
 
 def test_each_conditioning_gets_its_own_anchors_batched_or_not():
@@ -110,7 +114,7 @@ def test_outside_the_active_sigmas_nothing_is_recorded_or_appended():
 
 
 def test_bad_layouts_are_refused_and_deepcopy_keeps_one_state():
-    state = WindowAnchors("first")
+    state = WindowAnchors("first+previous")
     k, v = frames_kv(range(0, 2))
     with pytest.raises(CrossFrameError, match="holds 5 tokens.*2 latent frames of 3 tokens"):
         state.kv(0, call(range(0, 2)), k[:, :5], v[:, :5])
@@ -123,3 +127,7 @@ def test_bad_layouts_are_refused_and_deepcopy_keeps_one_state():
     assert state.nbytes() == 2 * 2 * HW * C * 4     # first + last frame, keys and values, fp32
     state.reset()
     assert state.nbytes() == 0
+    for anchors in ("first", "previous"):            # only what the choice reads is kept
+        one = WindowAnchors(anchors)
+        one.kv(0, call(range(0, 2)), k, v)
+        assert one.nbytes() == 2 * HW * C * 4
