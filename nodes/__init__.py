@@ -3,13 +3,14 @@ from comfy_api.latest import ComfyExtension, io
 
 from .batch_video_sampler import BatchVideoSampler
 from .cross_frame_patch import CrossFrameAttentionPatch
+from .cross_window_anchors import CrossWindowAnchors
 from .flow_fusion import FlowGuidedFusion
 from .measure_consistency import MeasureTemporalConsistency
 from .source_flow import SourceFlow
 from .store_reference import StoreReferenceAttention
 
 NODE_LIST: list[type[io.ComfyNode]] = [StoreReferenceAttention, CrossFrameAttentionPatch, BatchVideoSampler,
-                                       MeasureTemporalConsistency, SourceFlow, FlowGuidedFusion]
+                                       MeasureTemporalConsistency, SourceFlow, FlowGuidedFusion, CrossWindowAnchors]
 
 
 class CrossFrameAttentionExtension(ComfyExtension):
