@@ -110,7 +110,7 @@ class WindowAnchors:
         n, hw = len(call.chunks), call.tokens_per_frame
         per = k.shape[0] // n
         holds_first = call.start == 0
-        anchors_k, anchors_v = [], []
+        chunk_parts = []   # per chunk, the anchor frames to append (references: the copies were made on record)
         with self._lock:
             for c, chunk in enumerate(call.chunks):
                 rows = slice(c * per, (c + 1) * per)
@@ -119,15 +119,12 @@ class WindowAnchors:
                     if self.uses_first:   # copies: a view would keep the window's keys alive for the step
                         self._first[slot] = _Frame(call.sigma, call, k[rows, :hw].clone(), v[rows, :hw].clone())
                 else:
-                    parts = self._anchors_for(slot, call)
-                    anchors_k.append(torch.cat([p.k for p in parts], dim=1))
-                    anchors_v.append(torch.cat([p.v for p in parts], dim=1))
+                    chunk_parts.append(self._anchors_for(slot, call))
                 if self.uses_previous:
                     self._last[slot] = _Frame(call.sigma, call, k[rows, -hw:].clone(), v[rows, -hw:].clone())
         if holds_first:
             return k, v
-        return (torch.cat([k, torch.cat(anchors_k).to(k.dtype)], dim=1),
-                torch.cat([v, torch.cat(anchors_v).to(v.dtype)], dim=1))
+        return _appended(k, v, chunk_parts, per, hw)
 
     def _anchors_for(self, slot, call: WindowCall) -> list:
         parts = []
@@ -166,3 +163,21 @@ class WindowAnchors:
                 f"{self.who}: the self-attention holds {k.shape[1] if k.ndim == 3 else list(k.shape)} tokens, "
                 f"not {t} latent frames of {hw} tokens: the model adds tokens of its own (a reference latent, "
                 "context latents or frames concatenated in time), which cross-window anchors do not support.")
+
+
+def _appended(k: torch.Tensor, v: torch.Tensor, chunk_parts: list, per: int, hw: int):
+    """[own tokens; anchor frames] of every chunk, written once into new key and value tensors (no
+    intermediate concatenations on this per-layer path)."""
+    tokens, count = k.shape[1], len(chunk_parts[0])
+    out_k = k.new_empty(k.shape[0], tokens + count * hw, *k.shape[2:])
+    out_v = v.new_empty(v.shape[0], tokens + count * hw, *v.shape[2:])
+    out_k[:, :tokens] = k
+    out_v[:, :tokens] = v
+    for c, parts in enumerate(chunk_parts):
+        rows = slice(c * per, (c + 1) * per)
+        for i, part in enumerate(parts):
+            at = slice(tokens + i * hw, tokens + (i + 1) * hw)
+            out_k[rows, at] = part.k
+            out_v[rows, at] = part.v
+    return out_k, out_v
+
