@@ -12,29 +12,18 @@ from ..attention.errors import CrossFrameError
 from ..attention.window_anchors import NAME, WINDOW_ANCHOR_CHOICES, WindowAnchors
 from .families.way_wan_windows import WanWindowAttention, check_wan, install, installed
 from .schema import CATEGORY, percent_inputs
+from .windows import check_user_windows
 
 log = logging.getLogger("CrossFrameAttention")
 WRAPPER_KEY = "cross_window_anchors"
 # Core's schedules whose windows are not all evaluated in clip order from frame 0 at every step.
-_OUT_OF_ORDER = {"looped_uniform": "wraps the clip's end onto its start",
-                 "standard_uniform": "starts each step's windows at a different frame"}
-
-
 def check_windows(handler, who: str) -> bool:
     """Whether this run is sampled in context windows; refuse windows anchors cannot follow."""
     if handler is None:
         return False
-    schedule = getattr(getattr(handler, "context_schedule", None), "name", None)
-    if schedule in _OUT_OF_ORDER:
-        raise CrossFrameError(
-            f"{who}: the model's context windows use the '{schedule}' schedule, which {_OUT_OF_ORDER[schedule]}: "
-            "a window would come before the window holding frame 0 or its previous window. Set "
-            "context_schedule to 'batched' or 'standard_static'.")
-    dim = getattr(handler, "dim", 2)
-    if dim != 2:
-        raise CrossFrameError(
-            f"{who}: the model's context windows split dimension {dim}; Wan's latent frames lie along dimension 2. "
-            "Set dim to 2 on Context Windows (Manual), or use WAN Context Windows.")
+    check_user_windows(handler, who, frame_dim=2, frames_along="Wan's latent frames lie along dimension 2 (WAN "
+                       "Context Windows sets it)", needs="Anchors need the window holding frame 0 and each "
+                       "window's previous window evaluated before it in the same step")
     return True
 
 

@@ -271,20 +271,22 @@ class UserWindows(comfy.context_windows.ContextHandlerABC):
         self.conditioning.cleanup()
 
 
-def check_user_windows(handler, who: str) -> None:
-    """Refuse, before sampling, user context schedules whose windows are not in clip order."""
+def check_user_windows(handler, who: str, frame_dim: int = 0, frames_along: str = "image models batch a clip's "
+                       "frames along dimension 0", needs: str = "Cross-frame attention needs each window's previous "
+                       "frame evaluated before it in the same step") -> None:
+    """Refuse, before sampling, user context schedules whose windows are not in clip order, or that split
+    another dimension than the one the model's frames lie along (`frame_dim`)."""
     schedule = getattr(getattr(handler, "context_schedule", None), "name", None)
     if schedule in _OUT_OF_ORDER:
         raise CrossFrameError(
             f"{who}: the model's context windows use the '{schedule}' schedule, which "
-            f"{_OUT_OF_ORDER[schedule]}. Cross-frame attention needs each window's previous frame evaluated "
-            "before it in the same step: set context_schedule to 'batched' or 'standard_static' on Context "
-            "Windows (Manual).")
-    dim = getattr(handler, "dim", 0)
-    if dim != 0:
+            f"{_OUT_OF_ORDER[schedule]}. {needs}: set context_schedule to 'batched' or 'standard_static' on "
+            "Context Windows (Manual).")
+    dim = getattr(handler, "dim", frame_dim)
+    if dim != frame_dim:
         raise CrossFrameError(
-            f"{who}: the model's context windows split dimension {dim}; image models batch a clip's frames "
-            "along dimension 0. Set dim to 0 on Context Windows (Manual).")
+            f"{who}: the model's context windows split dimension {dim}; {frames_along}. Set dim to {frame_dim} "
+            "on Context Windows (Manual).")
 
 
 def install_windows(model_options: dict, patch, window_size: int | None, who: str):
