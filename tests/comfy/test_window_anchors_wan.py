@@ -1,8 +1,9 @@
 """Cross-Window Anchors (nodes/cross_window_anchors.py, families/way_wan_windows.py) on tiny random Wan 2.1
 models inside core's context windows (Context Windows (Manual), dim 2), fp32 on the CPU: window 0 is core's
-windows unchanged, later windows change, one window covering the clip is plain sampling, the clip does not
+windows unchanged, later windows change (also with core's FreeNoise), one window covering the clip is plain sampling, the clip does not
 depend on how ComfyUI cuts cond and uncond into calls, identical frames, I2V's two cross-attention calls, VACE,
 chaining with another override and block replace, and the refusals."""
+import inspect
 import logging
 
 import pytest
@@ -52,6 +53,29 @@ def test_window_zero_is_core_windows_and_later_windows_change(comfy, wan, causal
     overlap = windows(wan["model"], 3, 1, "standard_static", causal)
     one = sample(comfy, anchored(comfy, overlap), wan["conds"], wan["latent"], steps=1)
     assert rel_diff(one[:, :, :2], sample(comfy, overlap, wan["conds"], wan["latent"], steps=1)[:, :, :2]) <= TOL
+
+
+def test_freenoise_window_zero_is_core_windows_and_later_windows_change(comfy, wan):
+    """WAN Context Windows turns FreeNoise on by default on ComfyUI 0.30.0 (the wan_long_video example opens
+    with it): core then fills each later window's new frames with a shuffle of earlier frames' noise before
+    sampling. Window 0's noise is left as drawn, so window 0 is still core's windows without the pack, and
+    later windows still get their anchors."""
+    from comfy_extras.nodes_context_windows import ContextWindowsManualNode
+    if "freenoise" not in inspect.signature(ContextWindowsManualNode.execute).parameters:
+        import comfyui_version
+        pytest.skip(f"ComfyUI {comfyui_version.__version__}'s context windows have no FreeNoise option "
+                    "(added in 0.30.0)")
+
+    def free(model, on=True):
+        return core_windows(model, 2, 0, "batched", dim=2, freenoise=on)
+
+    plain = sample(comfy, free(wan["model"]), wan["conds"], wan["latent"])
+    # FreeNoise acts here: later windows differ from core's windows without it
+    assert rel_diff(plain[:, :, 2:], sample(comfy, free(wan["model"], False), wan["conds"],
+                                            wan["latent"])[:, :, 2:]) > EFFECT
+    out = sample(comfy, anchored(comfy, free(wan["model"])), wan["conds"], wan["latent"])
+    assert rel_diff(out[:, :, :2], plain[:, :, :2]) <= TOL
+    assert rel_diff(out[:, :, 2:], plain[:, :, 2:]) > EFFECT
 
 
 @pytest.mark.parametrize("sampler", ["heun", "euler_ancestral"])

@@ -29,6 +29,8 @@ EXPECTED = {
     "flux_video_edit": ("video", "clip"),
     "zimage_video_edit": ("video", "clip"),
     "video_edit_fusion": ("video", "clip"),
+    # the empty latent's 81 frames (plus the Measure node's plot); listed for completeness: it is NOT_RUNNABLE
+    "wan_long_video": ("video", 81),
 }
 # Examples on a DiT: they need ComfyUI's DiT pre-attention hook (0.30.0); older versions refuse them clearly.
 DIT_EXAMPLES = {"flux_video_edit": (0, 30, 0), "zimage_video_edit": (0, 30, 0)}
@@ -38,6 +40,10 @@ NOT_RUNNABLE = {
                          "parameters even with one layer) and builds its Qwen3-4B text encoder at full size "
                          "whatever the file holds, so no tiny fixture loads; the method on Z-Image runs in "
                          "process on a tiny NextDiT (tests/comfy/test_dit.py, test_attention_override.py)",
+    "wan_long_video": "CLIPLoader type wan builds its UMT5-XXL text encoder from a fixed config at full size "
+                      "whatever the file holds (comfy/sd.py, comfy/text_encoders/wan.py), so no tiny fixture "
+                      "loads; Cross-Window Anchors in core's Wan context windows runs in process on a tiny Wan "
+                      "2.1 (tests/comfy/test_window_anchors_wan.py)",
 }
 COMPARE_SPACING = 8
 COMPARE_PANELS = 3

@@ -387,8 +387,64 @@ def zimage_video_edit(info):
     return g
 
 
+# The Wan example's windows, in video frames as WAN Context Windows takes them: 33 frames = 9 latent frames
+# ((33 - 1) / 4 + 1), overlap 16 = 4 latent frames (a multiple of 4 converts the same on 0.3.64 and 0.30.0).
+WAN_WINDOW, WAN_OVERLAP, WAN_TEMPORAL = 33, 16, 4
+
+
+def wan_long_video(info):
+    """A long Wan 2.1 text-to-video clip in core's context windows (WAN Context Windows, standard_static: a
+    schedule Cross-Window Anchors accepts), every later window anchored on the first frame and the previous
+    window's last frame, measured with the windows' joins marked."""
+    g = Graph("wan_long_video", "Long Wan 2.1 video in context windows with cross-window anchors", info)
+    unet = g.add("UNETLoader", (0, 40), unet_name="wan2.1_t2v_1.3B_fp16.safetensors", weight_dtype="default")
+    shift = g.add("ModelSamplingSD3", (0, 200), model=unet["MODEL"], shift=8.0)
+    windows = g.add("WanContextWindowsManual", (380, 420), size=(340, 250), model=shift["MODEL"],
+                    context_length=WAN_WINDOW, context_overlap=WAN_OVERLAP, context_schedule="standard_static",
+                    context_stride=1, closed_loop=False, fuse_method="pyramid")
+    anchors = g.add("CFA_CrossWindowAnchors", (800, 420), size=(340, 130), model=windows["MODEL"],
+                    anchors="first+previous", start_percent=0.0, end_percent=1.0)
+    clip = g.add("CLIPLoader", (0, 320), clip_name="umt5_xxl_fp8_e4m3fn_scaled.safetensors", type="wan",
+                 device="default")
+    vae = g.add("VAELoader", (0, 700), vae_name="wan_2.1_vae.safetensors")
+    pos = g.add("CLIPTextEncode", (380, -60), title="Positive prompt", size=(400, 160),
+                text="a red fox trotting through a snowy birch forest at dawn, soft golden light, tracking shot",
+                clip=clip["CLIP"])
+    neg = g.add("CLIPTextEncode", (380, 140), title="Negative prompt", size=(400, 130), text=NEGATIVE,
+                clip=clip["CLIP"])
+    latent = g.add("EmptyHunyuanLatentVideo", (380, 700), title="Empty video latent (81 frames)", width=832,
+                   height=480, length=81, batch_size=1)
+    ks = g.add("KSampler", (1220, 80), size=(340, 270), model=anchors["model"], positive=pos["CONDITIONING"],
+               negative=neg["CONDITIONING"], latent_image=latent["LATENT"], seed=42, steps=30, cfg=6.0,
+               sampler_name="uni_pc", scheduler="simple", denoise=1.0)
+    dec = g.add("VAEDecode", (1620, 80), samples=ks["LATENT"], vae=vae["VAE"])
+    vid = g.add("CreateVideo", (1620, 200), images=dec["IMAGE"], fps=16.0)
+    g.add("SaveVideo", (1920, 80), size=(420, 480), video=vid["VIDEO"], filename_prefix="video/cfa_wan_long_video",
+          format="auto", codec="auto")
+    g.add("CFA_MeasureTemporalConsistency", (1620, 620), size=(520, 560), images=dec["IMAGE"],
+          occlusion_mask=True, label="Wan in context windows, with cross-window anchors",
+          window_length=(WAN_WINDOW - 1) // WAN_TEMPORAL + 1, window_overlap=WAN_OVERLAP // WAN_TEMPORAL,
+          window_schedule="standard_static", latent_temporal_scale=WAN_TEMPORAL)
+    g.note(
+        "LONG WAN 2.1 VIDEO: CONTEXT WINDOWS + CROSS-WINDOW ANCHORS\n\n"
+        "1. Load Diffusion Model: wan2.1_t2v_1.3B (or 14B) in models/diffusion_models. Load CLIP: umt5_xxl "
+        "(type wan); Load VAE: wan_2.1_vae.\n"
+        "2. WAN Context Windows samples the 81 frames in windows of 33 frames overlapping by 16 (9 and 4 latent "
+        "frames). Keep the schedule standard_static (or batched): Cross-Window Anchors refuses the uniform "
+        "and looped ones. On ComfyUI 0.30.0 the node also shows freenoise (on by default), retain_first_frame "
+        "and split_conds_to_windows.\n"
+        "3. Cross-Window Anchors: every window after the first also attends to the clip's first latent frame "
+        "and the previous window's last one, so the windows keep one look. The first window is sampled as "
+        "without it. Bypass the node to compare.\n"
+        "4. Measure Temporal Consistency marks the window joins: its window_length 9 / window_overlap 4 are the "
+        "windows in latent frames, latent_temporal_scale 4 is Wan's. Change them with the windows.\n"
+        "Press Run: the video lands in output/video/.",
+        (0, -430), size=(780, 340), title="Read me")
+    return g
+
+
 EXAMPLES = [video_edit, video_edit_controlnet, manual_store_load, image_reference, compare_consistency,
-            flux_video_edit, zimage_video_edit, video_edit_fusion]
+            flux_video_edit, zimage_video_edit, video_edit_fusion, wan_long_video]
 
 
 # --- serialisation ----------------------------------------------------------------------------------------
@@ -560,6 +616,7 @@ THUMB_STYLE = {
     "flux_video_edit": ("Flux video edit", "DiT: image tokens attend across frames", (206, 92, 0)),
     "zimage_video_edit": ("Z-Image video edit", "through the attention override", (112, 84, 178)),
     "video_edit_fusion": ("Video edit + fusion", "flow-guided latent fusion", (32, 140, 140)),
+    "wan_long_video": ("Wan long video", "anchors across context windows", (60, 150, 90)),
 }
 
 
@@ -585,7 +642,8 @@ def thumbnail(name, path):
         labels = ["reference", "new image"]
     else:
         boxes = [(32 + i * 120, 290, 32 + i * 120 + 96, 386) for i in range(4)]
-        labels = ["frame 0", "frame 1", "frame 2", "frame 3"]
+        unit = "window" if name == "wan_long_video" else "frame"
+        labels = [f"{unit} {i}" for i in range(4)]
     for i, (box, label) in enumerate(zip(boxes, labels)):
         fill = tuple(int(c * (0.55 + 0.45 * (i == 0))) for c in accent)
         d.rounded_rectangle(box, radius=10, fill=fill, outline=(230, 230, 230), width=2)

@@ -28,15 +28,27 @@ WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", DYNAMIC_COMBO}
 
 # The example workflows are written in the widget layout of the oldest supported ComfyUI.
 BASELINE_COMFYUI = "0.3.64"
-# Optional widget inputs that later ComfyUI versions added to core nodes the examples use:
-# (first version known to have it, node type, input, default). An example file (baseline layout) does not
-# list them; a newer frontend appends the widget with its default when it loads the file, and the server
-# uses the same default when an API prompt leaves the input out. The live tests check this table against
+# Widget inputs that later ComfyUI versions added to core nodes the examples use (optional unless
+# ADDED_REQUIRED names them): (first version known to have it, node type, input, default). An example file
+# (baseline layout) does not list them; a newer frontend appends the widget with its default when it loads
+# the file, and for an optional one the server uses the same default when an API prompt leaves it out. The live tests check this table against
 # the running server's /object_info both ways (every entry exists there with that default, and nothing
 # else is missing from the examples).
 ADDED_WIDGETS = [
     ("0.30.0", "CreateVideo", "bit_depth", 8),
+    ("0.30.0", "WanContextWindowsManual", "freenoise", True),
+    ("0.30.0", "WanContextWindowsManual", "retain_first_frame", False),
+    ("0.30.0", "WanContextWindowsManual", "split_conds_to_windows", False),
 ]
+# The entries of ADDED_WIDGETS that the later version added as REQUIRED inputs. The frontend still fills them
+# with their defaults when it opens an example (they follow the baseline's widgets), but the server fills in
+# nothing for a required input an API prompt leaves out: such a prompt, written in the baseline layout, is
+# refused there (required_input_missing) until the program adds them (docs/nodes.md says so).
+ADDED_REQUIRED = {
+    ("WanContextWindowsManual", "freenoise"),
+    ("WanContextWindowsManual", "retain_first_frame"),
+    ("WanContextWindowsManual", "split_conds_to_windows"),
+}
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES_DIR = REPO_ROOT / "example_workflows"
@@ -154,8 +166,9 @@ def socket_inputs(node_def):
 
 
 def added_widget_problems(object_info, comfy_version, node_types):
-    """ADDED_WIDGETS against a live schema: each entry applying to this version is an optional widget
-    with that default; each entry for a later version is absent (only for node types in use)."""
+    """ADDED_WIDGETS against a live schema: each entry applying to this version is a widget with that
+    default, required exactly when ADDED_REQUIRED names it, else optional; each entry for a later version is
+    absent (only for node types in use)."""
     p = []
     live = added_widgets(comfy_version)
     for since, t, name, default in ADDED_WIDGETS:
@@ -167,9 +180,11 @@ def added_widget_problems(object_info, comfy_version, node_types):
             if spec is None:
                 p.append(f"ComfyUI {comfy_version}: {t} has no input {name}, which ADDED_WIDGETS says it "
                          f"has since {since}")
-            elif not spec[1] or not is_widget(spec[0]) or spec_opts(spec[0]).get("default") != default:
+            elif (spec[1] == ((t, name) in ADDED_REQUIRED) or not is_widget(spec[0])
+                  or spec_opts(spec[0]).get("default") != default):
+                kind = "a required" if (t, name) in ADDED_REQUIRED else "an optional"
                 p.append(f"ComfyUI {comfy_version}: {t}.{name} is {spec[0]} (optional={spec[1]}); ADDED_WIDGETS "
-                         f"expects an optional widget with default {default!r}")
+                         f"expects {kind} widget with default {default!r}")
         elif spec is not None:
             p.append(f"ComfyUI {comfy_version}: {t} already has {name}, which ADDED_WIDGETS dates from {since}")
     return p

@@ -105,3 +105,10 @@ def test_added_widgets_postdate_the_baseline():
     for since, node_type, name, default in wt.ADDED_WIDGETS:
         assert wt.version_tuple(since) > base, (since, node_type, name)
         assert (node_type, name) in wt.added_widgets(since), (since, node_type, name, default)
+
+
+def test_added_required_are_added_widgets():
+    """ADDED_REQUIRED only marks entries of ADDED_WIDGETS (a required input missing from the table would
+    fail the live layout checks, not silently pass here)."""
+    named = {(node_type, name) for _, node_type, name, _ in wt.ADDED_WIDGETS}
+    assert wt.ADDED_REQUIRED <= named, sorted(wt.ADDED_REQUIRED - named)
