@@ -1,8 +1,8 @@
 """Cross-Window Anchors (nodes/cross_window_anchors.py, families/way_wan_windows.py) on tiny random Wan 2.1
 models inside core's context windows (Context Windows (Manual), dim 2), fp32 on the CPU: window 0 is core's
-windows unchanged, later windows change (also with core's FreeNoise), one window covering the clip is plain sampling, the clip does not
-depend on how ComfyUI cuts cond and uncond into calls, identical frames, I2V's two cross-attention calls, VACE,
-chaining with another override and block replace, and the refusals."""
+windows unchanged, later windows change (also with core's FreeNoise), one window covering the clip is plain
+sampling, the clip does not depend on how ComfyUI cuts cond and uncond into calls, identical frames, I2V's two
+cross-attention calls, VACE, chaining with another override and block replace, and the refusals."""
 import inspect
 import logging
 

@@ -28,12 +28,12 @@ WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", DYNAMIC_COMBO}
 
 # The example workflows are written in the widget layout of the oldest supported ComfyUI.
 BASELINE_COMFYUI = "0.3.64"
-# Widget inputs that later ComfyUI versions added to core nodes the examples use (optional unless
-# ADDED_REQUIRED names them): (first version known to have it, node type, input, default). An example file
-# (baseline layout) does not list them; a newer frontend appends the widget with its default when it loads
-# the file, and for an optional one the server uses the same default when an API prompt leaves it out. The live tests check this table against
-# the running server's /object_info both ways (every entry exists there with that default, and nothing
-# else is missing from the examples).
+# Widget inputs that later ComfyUI versions added to core nodes the examples use (optional unless ADDED_REQUIRED names
+# them): (first version known to have it, node type, input, default). An example file (baseline layout) does not list
+# them; a newer frontend appends the widget with its default when it loads the file, and for an optional one the
+# server uses the same default when an API prompt leaves it out. The live tests check this table against the running
+# server's /object_info both ways (every entry exists there with that default, and nothing else is missing from the
+# examples).
 ADDED_WIDGETS = [
     ("0.30.0", "CreateVideo", "bit_depth", 8),
     ("0.30.0", "WanContextWindowsManual", "freenoise", True),
