@@ -17,7 +17,8 @@ frames a call holds and how many tokens a frame has.
 Keys are (layer, conditioning): a conditioning keeps its key whether ComfyUI batches cond and uncond in one
 call or calls them one by one, so nothing depends on how the calls are cut. Only the current step is kept
 (each entry remembers its sigma and is overwritten by the next step's): two frames per layer and
-conditioning, whatever the clip's length.
+conditioning, whatever the clip's length. Where those frames wait between windows (pinned host memory with
+copies that overlap the model's work, or the GPU) is attention/anchor_keeping.py's business.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .anchor_keeping import KEEP_CHOICES, keeper
 from .errors import CrossFrameError
 
 WINDOW_ANCHOR_CHOICES = ("first+previous", "first", "previous")
@@ -60,8 +62,7 @@ class WindowCall:
 class _Frame:
     sigma: float
     call: WindowCall
-    k: torch.Tensor
-    v: torch.Tensor
+    key: tuple   # its keys and values in the keeper
 
 
 def _same_sigma(a: float, b: float) -> bool:
@@ -70,18 +71,26 @@ def _same_sigma(a: float, b: float) -> bool:
 
 class WindowAnchors:
     """The anchors of one sampling run (reset at its start). `active_sigmas` = (high, low): the part of the
-    schedule where anchors act; None = every step. Deep copies return the same object (ModelPatcher.clone()
-    deep-copies model options; a copy would split recording and reading)."""
+    schedule where anchors act; None = every step. `keep`: where the frames wait between windows, "cpu"
+    (pinned host memory; the GPU holds only the layer being read and the next) or "gpu". Deep copies return
+    the same object (ModelPatcher.clone() deep-copies model options; a copy would split recording and
+    reading)."""
 
-    def __init__(self, anchors: str = "first+previous", who: str = NAME, active_sigmas=None):
+    def __init__(self, anchors: str = "first+previous", who: str = NAME, active_sigmas=None, keep: str = "cpu"):
         if anchors not in WINDOW_ANCHOR_CHOICES:
             raise CrossFrameError(f"{who}: anchors={anchors!r}; use one of {', '.join(WINDOW_ANCHOR_CHOICES)}.")
+        if keep not in KEEP_CHOICES:
+            raise CrossFrameError(f"{who}: keep_anchors_on={keep!r}; use one of {', '.join(KEEP_CHOICES)}.")
         self.uses_first = "first" in anchors
         self.uses_previous = "previous" in anchors
         self.who = who
         self.active_sigmas = active_sigmas
+        self.kept = keeper(keep)
         self._first: dict = {}
         self._last: dict = {}
+        self._next_layer: dict = {}   # layer -> the layer that came after it (prefetch order, learnt)
+        self._call_starts: set = set()   # layers that begin a model call
+        self._seen = threading.local()   # this thread's last (call, layer)
         self._lock = threading.Lock()   # MultiGPU runs cond and uncond in two threads
 
     def __deepcopy__(self, memo):
@@ -91,10 +100,11 @@ class WindowAnchors:
         with self._lock:
             self._first.clear()
             self._last.clear()
+            self.kept.clear()
 
-    def nbytes(self) -> int:
-        return sum(e.k.numel() * e.k.element_size() + e.v.numel() * e.v.element_size()
-                   for d in (self._first, self._last) for e in d.values())
+    def nbytes(self) -> dict:
+        """Bytes of kept frames: {"device": ..., "host": ...}."""
+        return self.kept.nbytes()
 
     def active(self, sigma: float) -> bool:
         if self.active_sigmas is None:
@@ -107,24 +117,55 @@ class WindowAnchors:
         self._check(call, k)
         if not self.active(call.sigma):
             return k, v
+        self._learn_order(layer, call)
         n, hw = len(call.chunks), call.tokens_per_frame
         per = k.shape[0] // n
         holds_first = call.start == 0
-        chunk_parts = []   # per chunk, the anchor frames to append (references: the copies were made on record)
-        with self._lock:
-            for c, chunk in enumerate(call.chunks):
-                rows = slice(c * per, (c + 1) * per)
-                slot = (layer, chunk)
-                if holds_first:
-                    if self.uses_first:   # copies: a view would keep the window's keys alive for the step
-                        self._first[slot] = _Frame(call.sigma, call, k[rows, :hw].clone(), v[rows, :hw].clone())
-                else:
-                    chunk_parts.append(self._anchors_for(slot, call))
-                if self.uses_previous:
-                    self._last[slot] = _Frame(call.sigma, call, k[rows, -hw:].clone(), v[rows, -hw:].clone())
+        chunk_parts = []   # per chunk, the anchor frames to append
+        for c, chunk in enumerate(call.chunks):
+            rows = slice(c * per, (c + 1) * per)
+            slot = (layer, chunk)
+            with self._lock:   # read before this window overwrites the previous window's last frame
+                frames = [] if holds_first else self._anchors_for(slot, call)
+            chunk_parts.append([self.kept.load(f.key, k) for f in frames])
+            if holds_first and self.uses_first:
+                self._record(self._first, ("first", slot), call, k[rows, :hw], v[rows, :hw])
+            if self.uses_previous:
+                self._record(self._last, ("last", slot), call, k[rows, -hw:], v[rows, -hw:])
+        self._prefetch_after(layer, call, k.device, holds_first)
         if holds_first:
             return k, v
         return _appended(k, v, chunk_parts, per, hw)
+
+    def _record(self, frames: dict, key: tuple, call: WindowCall, k: torch.Tensor, v: torch.Tensor) -> None:
+        self.kept.save(key, k, v)
+        with self._lock:
+            frames[key[1]] = _Frame(call.sigma, call, key)
+
+    def _learn_order(self, layer, call: WindowCall) -> None:
+        """Remember which layer follows which (across calls too: the last layer is followed by the first)."""
+        seen = getattr(self._seen, "last", None)
+        with self._lock:
+            if seen is not None:
+                self._next_layer[seen[1]] = layer
+            if seen is None or seen[0] is not call:
+                self._call_starts.add(layer)
+        self._seen.last = (call, layer)
+
+    def _prefetch_after(self, layer, call: WindowCall, device, holds_first: bool) -> None:
+        """Start moving the next layer's anchors while this layer runs: within a window that reads anchors,
+        and from the last layer of any window to the first layer of the next."""
+        if not self.kept.prefetches:
+            return
+        with self._lock:
+            following = self._next_layer.get(layer)
+            if following is None or (holds_first and following not in self._call_starts):
+                return
+            keys = [f.key for chunk in call.chunks
+                    for f in (self._first.get((following, chunk)), self._last.get((following, chunk)))
+                    if f is not None]
+        for key in keys:
+            self.kept.prefetch(key, device)
 
     def _anchors_for(self, slot, call: WindowCall) -> list:
         parts = []
@@ -177,7 +218,7 @@ def _appended(k: torch.Tensor, v: torch.Tensor, chunk_parts: list, per: int, hw:
         rows = slice(c * per, (c + 1) * per)
         for i, part in enumerate(parts):
             at = slice(tokens + i * hw, tokens + (i + 1) * hw)
-            out_k[rows, at] = part.k
-            out_v[rows, at] = part.v
+            out_k[rows, at] = part[0]
+            out_v[rows, at] = part[1]
     return out_k, out_v
 

@@ -3,7 +3,9 @@ sampled in core's context windows, with and without the anchors, in one process:
 
   - whole: plain sampling of the whole clip in one window (for reference: what windows save);
   - windows: core's Context Windows (Manual) along Wan's frame dimension -- the baseline of the ratios;
-  - anchored: the same windows + Cross-Window Anchors (first+previous).
+  - anchored: the same windows + Cross-Window Anchors (first+previous), anchors kept in pinned host memory
+    (keep_anchors_on=cpu, the default);
+  - anchored_gpu: the same, anchors kept on the GPU (keep_anchors_on=gpu).
 
 Random weights (std 1/sqrt(fan_in), drawn on the GPU) in the shape of Wan 2.1 T2V 1.3B; nothing is downloaded.
 Lengths are in latent frames (Wan: 4 video frames per latent frame after the first): 81 video frames = 21
@@ -61,7 +63,7 @@ def main():
     ap.add_argument("--schedule", default="standard_static", choices=["standard_static", "batched"])
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--cfg", type=float, default=5.0)
-    ap.add_argument("--schemes", default="whole,windows,anchored")
+    ap.add_argument("--schemes", default="whole,windows,anchored,anchored_gpu")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--cpu", action="store_true")
     ap.add_argument("--json", default="")
@@ -84,13 +86,15 @@ def main():
     latent = {"samples": torch.cat([base + 0.05 * k * drift for k in range(a.latent_frames)], dim=2)}
     anchors_node = comfy_nodes.NODE_CLASS_MAPPINGS["CFA_CrossWindowAnchors"]
     windowed = core_windows(model, a.window, a.overlap, a.schedule)
-    anchored = anchors_node.execute(windowed, "first+previous", 0.0, 1.0).args[0]
+    anchored = {keep: anchors_node.execute(windowed, "first+previous", 0.0, 1.0, keep).args[0]
+                for keep in ("cpu", "gpu")}
 
     def ksample(m):
         return lambda steps: comfy_nodes.common_ksampler(m, 1, steps, a.cfg, "euler", "simple", positive,
                                                          negative, latent)[0]
 
-    schemes = {"whole": ksample(model), "windows": ksample(windowed), "anchored": ksample(anchored)}
+    schemes = {"whole": ksample(model), "windows": ksample(windowed), "anchored": ksample(anchored["cpu"]),
+               "anchored_gpu": ksample(anchored["gpu"])}
     results, outputs = {}, {}
     for name in a.schemes.split(","):
         fn = schemes[name]
@@ -104,6 +108,13 @@ def main():
     if "anchored" in outputs and "windows" in outputs:
         # how much the anchors move the clip (random weights: a sanity check that they act, not a quality figure)
         results["anchored"]["mean_abs_diff_vs_windows"] = float((outputs["anchored"] - outputs["windows"]).abs().mean())
+    if "anchored" in outputs and "anchored_gpu" in outputs:   # where the anchors wait must not change the clip
+        results["anchored"]["max_abs_diff_vs_anchored_gpu"] = float(
+            (outputs["anchored"] - outputs["anchored_gpu"]).abs().max())
+    if "anchored" in outputs:   # uploads served by a prefetch (all runs together, warm-up included)
+        host = anchored["cpu"].model_options["transformer_options"]["optimized_attention_override"].anchors.kept
+        results["anchored"]["prefetch_hits"] = host.prefetch_hits
+        results["anchored"]["prefetch_misses"] = host.prefetch_misses
     tokens = h * w // 4
     kept = 2 * 2 * tokens * spec["unet"]["dim"] * spec["unet"]["num_layers"] * (2 if a.cfg != 1 else 1) * \
         torch.finfo(dtype).bits // 8

@@ -288,13 +288,15 @@ def _placeholder_inputs(ui):
 def _expected_prompt(api, ui, object_info, comfy_version, traits):
     """What graphToPrompt must give for a UI graph whose API twin (possibly with changed widgets) is ``api``:
     the twin's inputs plus the defaults of the widgets this ComfyUI added (ADDED_WIDGETS), and a _meta of
-    the node's title (its own, else the live display name) plus the keys this frontend adds."""
+    the node's title (its own, else the live display name) plus the keys this frontend adds. The twin's
+    ADDED_REQUIRED inputs come from the frontend only on a ComfyUI that has them."""
     added = wt.added_widgets(comfy_version)
     nodes = {str(n["id"]): n for n in ui["nodes"]}
     out = {}
     for nid, entry in api.items():
         t, node = entry["class_type"], nodes[nid]
-        inputs = dict(entry["inputs"])
+        inputs = {name: value for name, value in entry["inputs"].items()
+                  if (t, name) not in wt.ADDED_REQUIRED or (t, name) in added}
         inputs.update({name: default for (ct, name), default in added.items() if ct == t})
         meta = {"title": node.get("title") or object_info[t].get("display_name") or t}
         meta.update({k: node["properties"][k] for k in traits.meta_extra})

@@ -122,12 +122,18 @@ def test_bad_layouts_are_refused_and_deepcopy_keeps_one_state():
         state.kv(0, call(range(0, 2), chunks=((0, "p"), (1, "n"))), k, v)
     with pytest.raises(CrossFrameError, match="anchors='last'"):
         WindowAnchors("last")
+    with pytest.raises(CrossFrameError, match="keep_anchors_on='disk'; use one of cpu, gpu"):
+        WindowAnchors(keep="disk")
     assert copy.deepcopy(state) is state
+    frame_bytes = 2 * HW * C * 4                     # one frame's keys and values, fp32
     state.kv(0, call(range(0, 2)), k, v)
-    assert state.nbytes() == 2 * 2 * HW * C * 4     # first + last frame, keys and values, fp32
+    assert state.nbytes() == {"device": 0, "host": 2 * frame_bytes}     # first + last frame
+    on_gpu = WindowAnchors(keep="gpu")
+    on_gpu.kv(0, call(range(0, 2)), k, v)
+    assert on_gpu.nbytes() == {"device": 2 * frame_bytes, "host": 0}
     state.reset()
-    assert state.nbytes() == 0
+    assert state.nbytes() == {"device": 0, "host": 0}
     for anchors in ("first", "previous"):            # only what the choice reads is kept
         one = WindowAnchors(anchors)
         one.kv(0, call(range(0, 2)), k, v)
-        assert one.nbytes() == 2 * HW * C * 4
+        assert one.nbytes()["host"] == frame_bytes

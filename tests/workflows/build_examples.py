@@ -402,8 +402,8 @@ def wan_long_video(info):
     windows = g.add("WanContextWindowsManual", (380, 420), size=(340, 250), model=shift["MODEL"],
                     context_length=WAN_WINDOW, context_overlap=WAN_OVERLAP, context_schedule="standard_static",
                     context_stride=1, closed_loop=False, fuse_method="pyramid")
-    anchors = g.add("CFA_CrossWindowAnchors", (800, 420), size=(340, 130), model=windows["MODEL"],
-                    anchors="first+previous", start_percent=0.0, end_percent=1.0)
+    anchors = g.add("CFA_CrossWindowAnchors", (800, 420), size=(340, 154), model=windows["MODEL"],
+                    anchors="first+previous", start_percent=0.0, end_percent=1.0, keep_anchors_on="cpu")
     clip = g.add("CLIPLoader", (0, 320), clip_name="umt5_xxl_fp8_e4m3fn_scaled.safetensors", type="wan",
                  device="default")
     vae = g.add("VAELoader", (0, 700), vae_name="wan_2.1_vae.safetensors")
@@ -551,6 +551,7 @@ def build(graph, versions):
         if node.title:
             ui["title"] = node.title
         ui_nodes.append(ui)
+        api_inputs.update(wt.required_additions(node.type))   # a later ComfyUI requires them; older ones ignore
         api[str(node.id)] = {"inputs": api_inputs, "class_type": node.type,
                              "_meta": {"title": node.title or node_def.get("display_name") or node.type}}
 

@@ -42,13 +42,20 @@ ADDED_WIDGETS = [
 ]
 # The entries of ADDED_WIDGETS that the later version added as REQUIRED inputs. The frontend still fills them
 # with their defaults when it opens an example (they follow the baseline's widgets), but the server fills in
-# nothing for a required input an API prompt leaves out: such a prompt, written in the baseline layout, is
-# refused there (required_input_missing) until the program adds them (docs/nodes.md says so).
+# nothing for a required input an API prompt leaves out, so the API twins carry them with their defaults for
+# every version (required_additions): the later server needs them, an older one ignores inputs its schema
+# does not name.
 ADDED_REQUIRED = {
     ("WanContextWindowsManual", "freenoise"),
     ("WanContextWindowsManual", "retain_first_frame"),
     ("WanContextWindowsManual", "split_conds_to_windows"),
 }
+
+
+def required_additions(node_type):
+    """{input: default} of the ADDED_REQUIRED inputs of `node_type`, as the API twins carry them."""
+    return {name: default for _, t, name, default in ADDED_WIDGETS
+            if t == node_type and (t, name) in ADDED_REQUIRED}
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES_DIR = REPO_ROOT / "example_workflows"
@@ -227,7 +234,8 @@ def ui_to_api(ui, object_info, comfy_version=None):
     """Convert a UI workflow to an API prompt using the live schema. Returns (api dict, problems).
 
     With ``comfy_version`` the file is read in the baseline layout (ADDED_WIDGETS left out): the result
-    is the API prompt as written for the baseline, which that version runs with the added defaults."""
+    is the API prompt as written for the baseline plus the ADDED_REQUIRED inputs with their defaults (the
+    API twin), which every supported version runs."""
     problems, api = [], {}
     links = ui_links(ui)
     nodes = ui_nodes(ui, include_ui_only=True)
@@ -274,6 +282,8 @@ def ui_to_api(ui, object_info, comfy_version=None):
                                         f"option with inputs {nested}, which these tools do not support")
             elif not optional:
                 problems.append(f"node {nid} ({t}): required input {name} is not connected")
+        if comfy_version is not None:
+            inputs.update(required_additions(t))
         api[str(nid)] = {"inputs": inputs, "class_type": t}
     return api, problems
 
@@ -445,6 +455,8 @@ def twin_problems(ui, api, name="workflow"):
             if _is_link(value):
                 continue
             if key not in widget_values:
+                if required_additions(node["type"]).get(key, object()) == value:
+                    continue   # a later ComfyUI's required input: the twin carries it, the baseline file cannot
                 p.append(f"{name}: node {nid} ({node['type']}) API input {key} has no widget in the UI graph")
             elif widget_values[key] != value:
                 p.append(f"{name}: node {nid} ({node['type']}) {key}: UI {widget_values[key]!r} vs API {value!r}")
