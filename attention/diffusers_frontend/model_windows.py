@@ -1,13 +1,14 @@
 """One pipeline call over the whole clip, each model call of it split into windows of frames in clip order.
 
 The parent pipeline's denoising loop runs once for the whole clip (one scheduler, so noise that a scheduler draws
-per step, ancestral or SDE, is drawn once for every frame). Its U-Net, ControlNet and VAE-decoder calls get the
-whole clip's batch: [groups * frames] images, group-major (diffusers' CFG batch is [uncond frames; cond frames]).
-While the call runs, `CallWindows` replaces those models' entry points (an instance attribute, removed when the
-call ends, also on errors) with one that evaluates the same call a window of frames at a time, every group's
-rows of the window together, and puts the outputs back in place. Everything with one row per image is cut to
-the window (latents, timesteps given per image, prompt and pooled embeddings, size conditioning, ControlNet
-images and residuals, IP-Adapter embeddings); everything else is passed whole.
+per step, ancestral or SDE, is drawn once for every frame). Its U-Net and ControlNet calls get the whole clip's
+batch: [groups * frames] images, group-major (diffusers' CFG batch is [uncond frames; cond frames]). While the
+call runs, a diffusers model hook (diffusers.hooks, the mechanism diffusers' own caching and offloading hooks
+use; removed when the call ends, also on errors) evaluates each such call a window of frames at a time, every
+group's rows of the window together, and puts the outputs back in place. Everything with one row per image is
+cut to the window (latents, timesteps given per image, prompt and pooled embeddings, size conditioning,
+ControlNet images and residuals, IP-Adapter embeddings); everything else is passed whole. The VAE decodes the
+windowed clip one frame at a time through its own public switch (`enable_slicing`), put back as it was after.
 
 Cross-frame attention inside a windowed U-Net call: before each window the processors' context learns the
 clip frames the call holds (`on_window`), and the run is told where the model evaluation starts and ends;
@@ -19,6 +20,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+from diffusers.hooks import HookRegistry, ModelHook
 
 from ..errors import CrossFrameError
 from ..windows import window_bounds
@@ -66,9 +68,12 @@ def join_rows(parts: list, bounds: list, groups: int, frames: int, who: str):
     raise CrossFrameError(f"{who}: a model returned {type(first).__name__}, which cannot be joined per window.")
 
 
+HOOK_NAME = "cross_frame_attention_windows"
+
+
 class CallWindows:
     """For one pipeline call over `frames` frames: splits the calls of the models given to `split` into windows
-    of `size` frames (0 or the clip or more: one call, nothing replaced). `undo()` puts the models back."""
+    of `size` frames (0 or the clip or more: one call, nothing changed). `undo()` puts the models back."""
 
     def __init__(self, frames: int, size: int, who: str):
         self.frames, self.who = frames, who
@@ -79,49 +84,61 @@ class CallWindows:
     def windowed(self) -> bool:
         return len(self.bounds) > 1
 
-    def split(self, module, method: str = "forward", first_arg: str = "sample",
+    def split(self, module: torch.nn.Module, first_arg: str = "sample",
               on_window: Callable[[tuple | None], None] | None = None) -> None:
-        """Evaluate `module.<method>` window by window while the call runs.
+        """Evaluate `module`'s forward window by window while the call runs.
 
         first_arg: the name of the batch argument when it is passed by keyword. on_window: called with the clip
         frames of each window before it runs, and with None once the evaluation's windows are done (also when
         one fails): the start and end of one model evaluation split into windows."""
         if not self.windowed:
             return
-        inner = getattr(module, method)   # the bound method, or a wrapper already set on the instance
-        had = method in module.__dict__
-        previous = module.__dict__.get(method)
-        bounds, frames, who = self.bounds, self.frames, self.who
+        registry = HookRegistry.check_if_exists_or_initialize(module)
+        registry.register_hook(_WindowedForward(self, first_arg, on_window), HOOK_NAME)
+        self._undo.append(lambda: registry.remove_hook(HOOK_NAME, recurse=False))
 
-        def windowed(*args, **kwargs):
-            batch = args[0] if args else kwargs.get(first_arg)
-            if not isinstance(batch, torch.Tensor) or batch.shape[0] % frames:
-                raise CrossFrameError(
-                    f"{who}: a model call holds {getattr(batch, 'shape', ['?'])[0]} images, not a multiple of "
-                    f"the clip's {frames} frames, so it cannot be split into windows of frames.")
-            images = batch.shape[0]
-            groups = images // frames
-            parts = []
-            try:
-                for start, stop in bounds:
-                    if on_window is not None:
-                        on_window(tuple(range(start, stop)))
-                    parts.append(inner(*cut_rows(args, images, groups, start, stop),
-                                       **cut_rows(kwargs, images, groups, start, stop)))
-            finally:
+    def decode_frame_by_frame(self, vae) -> None:
+        """A windowed clip's VAE decode one frame at a time (never the whole clip at once)."""
+        if not self.windowed or getattr(vae, "use_slicing", None) is None:
+            return
+        was = vae.use_slicing
+        vae.enable_slicing()
+        self._undo.append(vae.enable_slicing if was else vae.disable_slicing)
+
+    def run(self, forward: Callable, args: tuple, kwargs: dict, first_arg: str, on_window) -> object:
+        """One model call, evaluated window by window and put back together."""
+        frames, who = self.frames, self.who
+        batch = args[0] if args else kwargs.get(first_arg)
+        if not isinstance(batch, torch.Tensor) or batch.shape[0] % frames:
+            raise CrossFrameError(
+                f"{who}: a model call holds {getattr(batch, 'shape', ['?'])[0]} images, not a multiple of "
+                f"the clip's {frames} frames, so it cannot be split into windows of frames.")
+        images = batch.shape[0]
+        groups = images // frames
+        parts = []
+        try:
+            for start, stop in self.bounds:
                 if on_window is not None:
-                    on_window(None)
-            return join_rows(parts, bounds, groups, frames, who)
-
-        setattr(module, method, windowed)
-
-        def undo():
-            if had:
-                setattr(module, method, previous)
-            else:
-                delattr(module, method)
-        self._undo.append(undo)
+                    on_window(tuple(range(start, stop)))
+                parts.append(forward(*cut_rows(args, images, groups, start, stop),
+                                     **cut_rows(kwargs, images, groups, start, stop)))
+        finally:
+            if on_window is not None:
+                on_window(None)
+        return join_rows(parts, self.bounds, groups, frames, who)
 
     def undo(self) -> None:
         while self._undo:
             self._undo.pop()()
+
+
+class _WindowedForward(ModelHook):
+    """The diffusers hook: the module's forward (whatever wraps it already, an offloading hook included) called
+    once per window."""
+
+    def __init__(self, windows: CallWindows, first_arg: str, on_window):
+        super().__init__()
+        self.windows, self.first_arg, self.on_window = windows, first_arg, on_window
+
+    def new_forward(self, module, *args, **kwargs):
+        return self.windows.run(self.fn_ref.original_forward, args, kwargs, self.first_arg, self.on_window)

@@ -6,8 +6,8 @@ Around it this module
 - installs the cross-frame processors (and a U-Net pre-hook that hands them the timestep) at the start of
   every call and restores the U-Net's processors when the call ends, also on errors;
 - encodes the prompt once (a per-model hook: `_cfa_encode`) and hands the parent one row per frame;
-- splits each U-Net, ControlNet and VAE-decoder call into windows of `frames_per_batch` frames in clip order
-  (model_windows.py), the frames of each window told to the processors; frame i attends to frames held by
+- splits each U-Net and ControlNet call into windows of `frames_per_batch` frames in clip order (a diffusers
+  hook, model_windows.py; the VAE then decodes frame by frame), the frames of each window told to the processors; frame i attends to frames held by
   earlier windows of the same U-Net call through the core's window carry, so the window size never changes
   the result, only the memory a call needs;
 - draws the whole clip's starting latents as the parent does for one batch (VAE sample noise, then the img2img
@@ -245,7 +245,7 @@ class CrossFrameClipMixin:
             windows.split(self.unet, on_window=context.set_window)
             if getattr(self, "controlnet", None) is not None:
                 windows.split(self.controlnet)
-            windows.split(self.vae, "decode", first_arg="z")
+            windows.decode_frame_by_frame(self.vae)
             self._cfa_clip = windows
             context.run = FrameRun(planner.plan(active_sigmas=active))
             return super().__call__(prompt=None, image=frames, guidance_scale=guidance_scale, generator=generator,
@@ -314,7 +314,7 @@ CALL_DOC = """
         images: the clip's frames (list of PIL images / arrays / tensors, or a batched tensor or array), all of
             one size.{control}
         prompt / prompt_embeds (and negative_*{extra_text}): one for the whole clip, or one per frame.
-        frames_per_batch: how many frames each U-Net (and ControlNet, VAE decoder) call evaluates: 0 = the whole
+        frames_per_batch: how many frames each U-Net (and ControlNet) call evaluates: 0 = the whole
             clip in one call (fastest); k > 0 = windows of k frames in clip order within each denoising step,
             frame by frame exactly as one call (any scheduler, ancestral and SDE ones too: one scheduler loop
             runs over the whole clip); memory bounded by k.

@@ -22,6 +22,7 @@ import torch
 
 import cfa_diffusers_tiny as tiny
 from cross_frame_attention import CrossFrameError, FrameRun
+from cross_frame_attention.diffusers_frontend.model_windows import HOOK_NAME
 
 # Max |difference| relative to the output's max |value| (latents reach about 12 to 14 here). Measured on CPU
 # fp32 (diffusers 0.42, torch 2.14): <= 2e-6 between paths that must agree, 0.04 to 0.2 per frame where the
@@ -38,9 +39,13 @@ def assert_untouched(pipe, before):
     assert after.keys() == before.keys()
     assert all(after[k] is before[k] for k in before), "the U-Net's processors were not restored"
     assert not pipe.unet._forward_pre_hooks, "the step hook was left on the U-Net"
-    for model, method in ((pipe.unet, "forward"), (getattr(pipe, "controlnet", None), "forward"),
-                          (pipe.vae, "decode")):
-        assert model is None or method not in vars(model), f"{type(model).__name__}.{method} is still windowed"
+    for model in (pipe.unet, getattr(pipe, "controlnet", None)):
+        if model is None:
+            continue
+        registry = getattr(model, "_diffusers_hook", None)
+        assert registry is None or registry.get_hook(HOOK_NAME) is None, f"{type(model).__name__} is still windowed"
+        assert getattr(model.forward, "__func__", None) is type(model).forward, f"{type(model).__name__}.forward"
+    assert pipe.vae.use_slicing is False, "the VAE was left decoding frame by frame"
     assert pipe._cfa_clip is None
 
 
@@ -146,10 +151,39 @@ class VideoPipelineContract:
                 handle.remove()
         assert set(seen["unet"][0]) == {2 * 3, 2 * 1}       # CFG groups x windows of 3 and 1 frame
         assert set(seen["controlnet"][0]) == {2 * 3, 2 * 1}
-        assert seen["vae"][0] == [3, 1]
+        assert seen["vae"][0] == [1] * FRAMES                  # the windowed clip decodes frame by frame
         assert set(frames_seen) == {(0, 1, 2), (3,)}
         monkeypatch.undo()
         assert_untouched(pipe, dict(pipe.unet.attn_processors))
+
+    def test_windows_compose_with_other_diffusers_hooks_and_keep_the_vae_setting(self, parts, clip, reference):
+        """A diffusers hook already on the U-Net keeps running (once per window, inside ours) and stays after
+        the call; a VAE the user set to sliced decoding stays sliced."""
+        from diffusers.hooks import HookRegistry, ModelHook
+
+        class Counting(ModelHook):
+            def __init__(self):
+                super().__init__()
+                self.batches = []
+
+            def pre_forward(self, module, *args, **kwargs):
+                self.batches.append((args[0] if args else kwargs["sample"]).shape[0])
+                return args, kwargs
+
+        pipe = tiny.make(self.pipeline, parts)   # the parts are shared with other tests: put them back after
+        theirs = Counting()
+        registry = HookRegistry.check_if_exists_or_initialize(pipe.unet)
+        registry.register_hook(theirs, "theirs")
+        pipe.vae.enable_slicing()
+        try:
+            out = self.edit(pipe, clip, 3)
+            assert registry.get_hook("theirs") is theirs and registry.get_hook(HOOK_NAME) is None
+            assert pipe.vae.use_slicing is True
+        finally:
+            registry.remove_hook("theirs", recurse=False)
+            pipe.vae.disable_slicing()
+        assert tiny.rel_diff(out, reference()) <= TOL
+        assert set(theirs.batches) == {2 * 3, 2 * 1}          # called per window: ours wraps theirs
 
     @pytest.mark.parametrize("frames_per_batch", [0, 2])
     def test_guidance_scale_one_equals_reference_without_cfg(self, parts, clip, reference, frames_per_batch):
