@@ -12,8 +12,10 @@ them (attention/window_anchors.py). Two keepers, one interface (save / prefetch 
   All copies of a key run on the one side stream in the order they were issued, so an upload of the previous
   window's frame ends before the next save overwrites the same buffer. Each save bumps the key's version: a
   prefetch issued before a newer save is stale and is dropped, never read. Nothing on the host reads the
-  buffers, so nothing waits for the GPU. Assumes what Wan's blocks do: keys and values handed to attention
-  are not changed in place afterwards.
+  buffers, so nothing waits for the GPU. Where a conditioning moves to another GPU between windows (MultiGPU),
+  events order the two devices' side streams: an upload waits for the save it reads, a save for the last
+  upload of the buffer it overwrites. Assumes what Wan's blocks do: keys and values handed to attention are
+  not changed in place afterwards.
   On a CPU device the same bookkeeping runs with plain copies (what the CPU tests exercise).
 """
 from __future__ import annotations
@@ -67,6 +69,8 @@ class KeptOnHost:
         self._host: dict = {}       # key -> (k, v) host buffers
         self._version: dict = {}    # key -> saves so far
         self._uploads: dict = {}    # key -> _Upload started by prefetch
+        self._saved: dict = {}      # key -> event: its buffer's last save has finished (CUDA)
+        self._read: dict = {}       # key -> event: its buffer's last upload has finished (CUDA)
         self._streams: dict = {}    # device -> side stream
         self._lock = threading.Lock()
         self.prefetch_hits = 0      # loads served by a prefetch (tests and benchmarks read these)
@@ -98,11 +102,19 @@ class KeptOnHost:
             return
         side = self._stream(k.device)
         side.wait_stream(torch.cuda.current_stream(k.device))
+        with self._lock:
+            read = self._read.get(key)
+        if read is not None:
+            side.wait_event(read)
         with torch.cuda.stream(side):
             host_k.copy_(k, non_blocking=True)
             host_v.copy_(v, non_blocking=True)
+            saved = torch.cuda.Event()
+            saved.record(side)
         k.record_stream(side)
         v.record_stream(side)
+        with self._lock:
+            self._saved[key] = saved
 
     def prefetch(self, key, device: torch.device) -> None:
         with self._lock:
@@ -110,16 +122,20 @@ class KeptOnHost:
             started = self._uploads.get(key)
         if version is None or (started is not None and started.version == version):
             return
-        upload = self._upload(held, version, device)
+        upload = self._upload(key, held, version, device)
         with self._lock:
             if self._version.get(key) == version:
                 self._uploads[key] = upload
 
-    def _upload(self, held, version: int, device: torch.device) -> _Upload:
+    def _upload(self, key, held, version: int, device: torch.device) -> _Upload:
         host_k, host_v = held
         if device.type != "cuda":
             return _Upload(version, host_k.to(device, copy=True), host_v.to(device, copy=True), None)
         side = self._stream(device)
+        with self._lock:
+            saved = self._saved.get(key)
+        if saved is not None:
+            side.wait_event(saved)
         with torch.cuda.stream(side):   # allocated on the side stream: its memory is not reused under it
             k = torch.empty(host_k.shape, dtype=host_k.dtype, device=device)
             v = torch.empty(host_v.shape, dtype=host_v.dtype, device=device)
@@ -127,17 +143,21 @@ class KeptOnHost:
             v.copy_(host_v, non_blocking=True)
             event = torch.cuda.Event()
             event.record(side)
+        with self._lock:
+            self._read[key] = event
         return _Upload(version, k, v, event)
 
     def load(self, key, like: torch.Tensor):
         with self._lock:
             upload = self._uploads.pop(key, None)
             held, version = self._host[key], self._version[key]
-        if upload is None or upload.version != version or upload.k.device != like.device:
-            self.prefetch_misses += 1
-            upload = self._upload(held, version, like.device)
-        else:
-            self.prefetch_hits += 1
+            hit = upload is not None and upload.version == version and upload.k.device == like.device
+            if hit:
+                self.prefetch_hits += 1
+            else:
+                self.prefetch_misses += 1
+        if not hit:
+            upload = self._upload(key, held, version, like.device)
         if upload.event is not None:
             compute = torch.cuda.current_stream(like.device)
             compute.wait_event(upload.event)
@@ -156,6 +176,8 @@ class KeptOnHost:
             self._host.clear()
             self._version.clear()
             self._uploads.clear()
+            self._saved.clear()
+            self._read.clear()
 
 
 def _bytes(t: torch.Tensor) -> int:

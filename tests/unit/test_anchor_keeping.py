@@ -70,3 +70,40 @@ def test_one_anchor_kind_keeps_and_prefetches_only_that_kind(anchors):
     for (gk, gv), (wk, wv) in zip(sample_run(host), sample_run(device)):
         assert torch.equal(gk, wk) and torch.equal(gv, wv)
     assert host.kept.prefetch_misses == 2 and host.kept.prefetch_hits == 2 * 2 * LAYERS * 2 - 2
+
+
+def test_two_threads_one_conditioning_each_equal_one_batched_call():
+    """MultiGPU CFG split runs cond and uncond in two threads at once: each thread learns its own layer order
+    and prefetches its own conditioning's anchors, and the result is the batched one."""
+    import threading
+
+    batched = sample_run(WindowAnchors(keep="cpu"))
+    state = WindowAnchors(keep="cpu")
+    g = torch.Generator().manual_seed(7)
+    inputs = []   # the same random keys as sample_run draws, in its order
+    for sigma in (3.0, 2.0):
+        for frames in ((0, 1, 2), (2, 3, 4), (4, 5, 6)):
+            for layer in range(LAYERS):
+                k = torch.randn(len(CHUNKS), len(frames) * HW, C, generator=g)
+                v = torch.randn(len(CHUNKS), len(frames) * HW, C, generator=g)
+                inputs.append((sigma, frames, layer, k, v))
+    outs = {c: [] for c in range(len(CHUNKS))}
+    barrier = threading.Barrier(len(CHUNKS))
+
+    def one_conditioning(c):
+        call = None
+        for sigma, frames, layer, k, v in inputs:
+            if layer == 0:
+                call = WindowCall(frames=frames, tokens_per_frame=HW, sigma=sigma, chunks=(CHUNKS[c],))
+                barrier.wait()   # both threads in the same window of the same step, layer for layer
+            outs[c].append(state.kv(layer, call, k[c:c + 1], v[c:c + 1]))
+
+    threads = [threading.Thread(target=one_conditioning, args=(c,)) for c in range(len(CHUNKS))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, (bk, bv) in enumerate(batched):
+        assert torch.equal(bk, torch.cat([outs[c][i][0] for c in range(len(CHUNKS))]))
+        assert torch.equal(bv, torch.cat([outs[c][i][1] for c in range(len(CHUNKS))]))
+    assert state.kept.prefetch_misses == 2 * 2   # per thread: the first later window's first layer only
