@@ -608,16 +608,18 @@ def _topological(nodes):
 
 # --- thumbnails -----------------------------------------------------------------------------------------
 
+# (title, subtitle, accent colour, what the boxes are: "frame", "window", or "reference" for one reference
+# box and one new image)
 THUMB_STYLE = {
-    "video_edit": ("Video edit", "first + previous frame", (52, 101, 164)),
-    "video_edit_controlnet": ("Video edit + ControlNet", "one canny hint per frame", (117, 80, 123)),
-    "manual_store_load": ("Manual STORE / LOAD", "any sampler node", (78, 154, 6)),
-    "image_reference": ("Image reference", "style / identity transfer", (196, 160, 0)),
-    "compare_consistency": ("Compare: with / without", "measured temporal consistency", (204, 73, 91)),
-    "flux_video_edit": ("Flux video edit", "DiT: image tokens attend across frames", (206, 92, 0)),
-    "zimage_video_edit": ("Z-Image video edit", "through the attention override", (112, 84, 178)),
-    "video_edit_fusion": ("Video edit + fusion", "flow-guided latent fusion", (32, 140, 140)),
-    "wan_long_video": ("Wan long video", "anchors across context windows", (60, 150, 90)),
+    "video_edit": ("Video edit", "first + previous frame", (52, 101, 164), "frame"),
+    "video_edit_controlnet": ("Video edit + ControlNet", "one canny hint per frame", (117, 80, 123), "frame"),
+    "manual_store_load": ("Manual STORE / LOAD", "any sampler node", (78, 154, 6), "frame"),
+    "image_reference": ("Image reference", "style / identity transfer", (196, 160, 0), "reference"),
+    "compare_consistency": ("Compare: with / without", "measured temporal consistency", (204, 73, 91), "frame"),
+    "flux_video_edit": ("Flux video edit", "DiT: image tokens attend across frames", (206, 92, 0), "frame"),
+    "zimage_video_edit": ("Z-Image video edit", "through the attention override", (112, 84, 178), "frame"),
+    "video_edit_fusion": ("Video edit + fusion", "flow-guided latent fusion", (32, 140, 140), "frame"),
+    "wan_long_video": ("Wan long video", "anchors across context windows", (60, 150, 90), "window"),
 }
 
 
@@ -625,7 +627,7 @@ def thumbnail(name, path):
     """A simple title card: a strip of frames with arrows from the anchors."""
     from PIL import Image, ImageDraw, ImageFont
 
-    title, subtitle, accent = THUMB_STYLE[name]
+    title, subtitle, accent, unit = THUMB_STYLE[name]
     w, h = 512, 512
     img = Image.new("RGB", (w, h), (28, 30, 36))
     d = ImageDraw.Draw(img)
@@ -637,13 +639,12 @@ def thumbnail(name, path):
     d.text((32, 40), "Cross-Frame Attention", font=small, fill=(170, 175, 185))
     d.text((32, 78), title, font=big, fill=(240, 240, 240))
     d.text((32, 130), subtitle, font=small, fill=accent)
-    n = 1 if name == "image_reference" else 4
+    n = 1 if unit == "reference" else 4
     if n == 1:
         boxes = [(70, 270, 210, 410), (300, 270, 440, 410)]
         labels = ["reference", "new image"]
     else:
         boxes = [(32 + i * 120, 290, 32 + i * 120 + 96, 386) for i in range(4)]
-        unit = "window" if name == "wan_long_video" else "frame"
         labels = [f"{unit} {i}" for i in range(4)]
     for i, (box, label) in enumerate(zip(boxes, labels)):
         fill = tuple(int(c * (0.55 + 0.45 * (i == 0))) for c in accent)
