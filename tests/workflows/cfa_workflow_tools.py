@@ -57,6 +57,7 @@ def required_additions(node_type):
     return {name: default for _, t, name, default in ADDED_WIDGETS
             if t == node_type and (t, name) in ADDED_REQUIRED}
 
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES_DIR = REPO_ROOT / "example_workflows"
 API_DIR = EXAMPLES_DIR / "api"
