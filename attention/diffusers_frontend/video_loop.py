@@ -7,9 +7,9 @@ Around it this module
   every call and restores the U-Net's processors when the call ends, also on errors;
 - encodes the prompt once (a per-model hook: `_cfa_encode`) and hands the parent one row per frame;
 - splits each U-Net and ControlNet call into windows of `frames_per_batch` frames in clip order (a diffusers
-  hook, model_windows.py; the VAE then decodes frame by frame), the frames of each window told to the processors; frame i attends to frames held by
-  earlier windows of the same U-Net call through the core's window carry, so the window size never changes
-  the result, only the memory a call needs;
+  hook, model_windows.py; the VAE then decodes frame by frame), the frames of each window told to the
+  processors; frame i attends to frames held by earlier windows of the same U-Net call through the core's
+  window carry, so the window size never changes the result, only the memory a call needs;
 - draws the whole clip's starting latents as the parent does for one batch (VAE sample noise, then the img2img
   noise, with the same generator), encoding the frames window by window (`prepare_latents` override).
 """
