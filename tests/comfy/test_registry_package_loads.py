@@ -1,7 +1,7 @@
 """The registry package installed the way the registry installs it (comfy-cli's zip extracted into
 custom_nodes/<node id>) loads in ComfyUI: every node this checkout registers comes from the installed files,
-and ComfyUI serves every example workflow of the checkout as a template of that folder, thumbnail beside it.
-What the package holds: tests/packaging/test_registry_package.py."""
+ComfyUI serves every example workflow of the checkout as a template of that folder, thumbnail beside it, and no
+test or benchmark file came with it. What else the package holds: tests/packaging/test_registry_package.py."""
 from __future__ import annotations
 
 import asyncio
@@ -76,11 +76,13 @@ def test_installed_package_loads_every_node_and_template(comfy, tmp_path):
     ours = {nid for nid, cls in comfy.mapping.items() if repo in Path(_source(cls) or "/").resolve().parents}
     assert ours, "the checkout's own nodes are not registered (tests/comfy/conftest.py loads them)"
 
-    folder = pkg.install_like_registry(pkg.built_package(), tmp_path / "custom_nodes", pkg.node_id())
+    package = pkg.built_package()
+    folder = pkg.install_like_registry(package, tmp_path / "custom_nodes", pkg.node_id())
     with _comfy_registries_restored(comfy.nodes):
         loaded = asyncio.run(comfy.nodes.load_custom_node(str(folder), module_parent="custom_nodes"))
         registered = {nid: _source(cls) for nid, cls in comfy.nodes.NODE_CLASS_MAPPINGS.items()}
-    problems = pkg.loaded_problems(loaded, registered, ours, folder)
+    problems = pkg.package_problems(pkg.zip_names(package), {})  # no test, benchmark or weights file inside
+    problems += pkg.loaded_problems(loaded, registered, ours, folder)
     problems += pkg.template_problems(_served_templates(folder.parent), folder, pkg.expected_templates())
     assert not problems, "the installed registry package:\n  " + "\n  ".join(problems)
     # the checkout's nodes are back for the tests that follow
