@@ -52,6 +52,8 @@ def test_package_holds_the_pack_and_nothing_for_development(names, required):
 def test_required_contents_reach_every_node_module_and_template(required):
     """The expectation itself: the entry point's imports reach the node modules and the core, and every
     example workflow is required with its thumbnail."""
+    if pkg.tracked_files() is None:
+        pytest.skip(f"{pkg.REPO} is not a git checkout: the examples required are the tracked ones")
     assert {"nodes/__init__.py", "nodes/schema.py", "attention/errors.py"} <= set(required)
     templates = pkg.expected_templates()
     assert templates, "no example workflows found in example_workflows/"
