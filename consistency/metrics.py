@@ -190,8 +190,8 @@ class ConsistencyReport:
             f"; worst join at {_where(worst['span'])}: {JOIN_LABELS[worst['measure']]} jump {worst['jump']:.2f} "
             f"({worst['ratio']:.1f}x inside windows per frame pair)")
         if worst is None and self.joins and self.joins["spans"]:
-            join = "; window joins: no ratio (" + ("no change" if self.joins["inside_pairs"] else "nothing") + \
-                " inside a single window to compare)"
+            missing = "no change" if self.joins["inside_pairs"] else "nothing"
+            join = f"; window joins: no ratio ({missing} inside a single window to compare)"
 
         how = (f"{self.frames} frames, flow: {self.flow_method} on the {self.flow_on}"
                + (", occlusions masked" if self.masked else ", no occlusion mask"))
@@ -245,12 +245,12 @@ def _check_clip(frames: np.ndarray, what: str) -> None:
 
 
 JOIN_MEASURES = ("luma", "chroma", "warp")
+JOIN_LABELS = {"luma": "luma", "chroma": "colour", "warp": "warp error"}
 
 
 def _where(span) -> str:
     start, end = span
     return f"frame {start}" if start == end else f"frames {start}-{end}"
-JOIN_LABELS = {"luma": "luma", "chroma": "colour", "warp": "warp error"}
 
 
 def _join_measures(clip: np.ndarray, warp_error: list) -> dict:
