@@ -7,7 +7,8 @@ blocks) no frame of ADE + cross-frame attention equals any frame of ADE alone. T
 blocks only (its loader accepts that), so nothing couples frames after the output blocks our patch acts in;
 there frame 0, which attends to itself, must equal ADE alone exactly (up to round-off): proof that our patch
 sees ADE's batch as the clip, in order, and takes nothing from other frames where it should not. Frames 1.. must
-differ from ADE alone (the method acts) and the clip from our patch alone (the motion module acts).
+differ from ADE alone (the method acts) and the clip from our patch alone (the motion module acts). Store
+Reference Attention -> Cross-Frame Attention Patch works on either side of ADE's loader.
 
 Windows cannot be right: ADE's motion modules take every model call for the whole clip, and ADE's context
 options hand our patch windows it cannot follow. Both stop with a CrossFrameError naming both packs and the
@@ -25,7 +26,7 @@ import torch
 
 from animatediff_models import (MOTION_MODULE, SKIP_REASON, TEXT_WIDTH, animatediff_path, sd15_channel_unet,
                                 write_motion_module)
-from graph_helpers import ksampler, rel_diff, video_sampler
+from graph_helpers import ksampler, latent_from_batch, patch, rel_diff, store, video_sampler
 
 FRAMES = 4
 RUN = dict(steps=2, cfg=5.0, seed=3)
@@ -99,6 +100,19 @@ def test_batch_video_sampler_acts_beside_motion_module(runs):
     assert rel_diff(both[1:], ade[1:]) > 1e-3
     # And the motion module still acts beside our patch.
     assert rel_diff(both, ours) > 1e-2
+
+
+def test_patch_either_side_of_the_loader(comfy, ade, unet, runs, wide_conds, clip):
+    """Store Reference Attention on ADE's model samples the reference; Cross-Frame Attention Patch before or
+    after ADE's loader gives the same clip (both only add to the model's options), and every frame, frame 0
+    included (it attends to the reference), differs from ADE alone."""
+    store_model, state = store(comfy, runs["animated"])
+    reference = ksampler(comfy, store_model, wide_conds, latent_from_batch(comfy, clip, 0, 1), **RUN)
+    after = ksampler(comfy, patch(comfy, runs["animated"], state, reference), wide_conds, clip, **RUN)["samples"]
+    before = with_motion(ade, patch(comfy, unet, state, reference))
+    assert rel_diff(ksampler(comfy, before, wide_conds, clip, **RUN)["samples"], after) < 1e-6
+    for frame in range(FRAMES):
+        assert rel_diff(after[frame:frame + 1], runs["ade"][frame:frame + 1]) > 1e-3
 
 
 def test_pack_windows_refused_under_animatediff(comfy, runs, wide_conds, clip):
