@@ -9,7 +9,9 @@ here touches ADE's internals.
 Two combinations would silently give a wrong clip, so they stop with an error instead:
 - ADE's context options: a model call holds `sub_idxs`, a window of the clip, evaluated in an order and with
   overlaps that cross-frame attention cannot follow (it needs each frame's previous frame evaluated before it,
-  and knows no window ADE does not announce through core's `context_window`).
+  and knows no window ADE does not announce through core's `context_window`). A single window holding the
+  whole clip in order (ADE's "Views Only" context options: the motion module works in views, the model sees
+  every frame) is the whole clip, and is let through.
 - the pack's windows (or core's Context Windows (Manual)) under ADE: the motion modules would take each
   window for the whole video (they reshape the batch by the clip length), mixing frames and conditionings.
 """
@@ -31,13 +33,15 @@ def refuse_animatediff_context(extra_options: dict, who: str) -> None:
     if sub_idxs is None:
         return
     full = ad_params.get("full_length")
+    if len(sub_idxs) == full and list(sub_idxs) == list(range(full)):
+        return   # one window holding the whole clip in order (ADE's View Options Only context options)
     raise CrossFrameError(
         f"{who}: {ADE}'s context options (sliding context windows) hand the model {len(sub_idxs)} of the clip's "
         f"{full} frames at a time, in overlapping windows that cross-frame attention cannot follow (each frame "
-        f"needs its previous frame evaluated before it in the same step). Remove the context_options input "
-        f"from {ADE}'s loader (AnimateDiff Loader / Use Evolved Sampling) so the clip is sampled in one batch "
-        f"(up to the motion module's length, e.g. 16 or 32 frames); for longer clips, sample without "
-        f"{ADE} and use Batch Video Sampler's frames_per_batch windows.")
+        f"needs its previous frame evaluated before it in the same step). Use {ADE}'s 'Context Options◆Views "
+        f"Only' instead (the motion module then attends in views of its own length while the model sees the "
+        f"whole clip), or remove the context_options input from {ADE}'s loader (AnimateDiff Loader / Use "
+        f"Evolved Sampling) for a clip within the motion module's length (e.g. 16 or 32 frames).")
 
 
 def refuse_windows_under_animatediff(model_options: dict, n_frames: int, window: str, fix: str,

@@ -10,8 +10,9 @@ sees ADE's batch as the clip, in order, and takes nothing from other frames wher
 differ from ADE alone (the method acts) and the clip from our patch alone (the motion module acts). Store
 Reference Attention -> Cross-Frame Attention Patch works on either side of ADE's loader.
 
-Windows cannot be right: ADE's motion modules take every model call for the whole clip, and ADE's context
-options hand our patch windows it cannot follow. Both stop with a CrossFrameError naming both packs and the
+Windows cannot be right: ADE's motion modules take every model call for the whole clip, and ADE's sliding
+context options hand our patch windows it cannot follow. ADE's Views Only context options keep the whole clip
+in every model call (the motion module works in views) and are right. Both stop with a CrossFrameError naming both packs and the
 graph that works, and the next run is right again (ADE restores what it swapped in for sampling).
 
 ADE is on no package registry: the tests find a checkout through $CFA_ANIMATEDIFF_PATH (default
@@ -149,6 +150,19 @@ def test_animatediff_context_options_refused(comfy, ade, unet, runs, wide_conds,
     message = str(caught.value)
     assert type(caught.value).__name__ == "CrossFrameError", message
     assert "Batch Video Sampler" in message and "AnimateDiff-Evolved's context options" in message
-    assert "Remove the context_options input" in message
+    assert "Views Only" in message and "remove the context_options input" in message
     again = video_sampler(comfy, runs["animated"], wide_conds, clip, **RUN)[0]["samples"]
     assert torch.equal(again, runs["both"])
+
+
+def test_views_only_context_options_work(comfy, ade, unet, runs, wide_conds, clip):
+    """ADE's Views Only context options: the motion module attends in views (here 2 frames, overlap 1) while
+    every model call holds the whole clip, which cross-frame attention follows: the graph for clips longer
+    than the motion module. Same invariants as without context options, against ADE with the same views."""
+    views = ade["ADE_StandardStaticViewOptions"]().create_options(2, 1)[0]
+    viewed = with_motion(ade, unet, context_options=ade["ADE_ViewsOnlyContextOptions"]().create_options(views)[0])
+    alone = ksampler(comfy, viewed, wide_conds, clip, **RUN)["samples"]
+    both = video_sampler(comfy, viewed, wide_conds, clip, **RUN)[0]["samples"]
+    assert rel_diff(alone, runs["ade"]) > 1e-3          # the views changed what the motion module does
+    assert rel_diff(both[:1], alone[:1]) < 1e-4
+    assert rel_diff(both[1:], alone[1:]) > 1e-3
