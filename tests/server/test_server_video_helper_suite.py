@@ -30,13 +30,19 @@ def vhs_path() -> Path | None:
     return path if (path / "__init__.py").is_file() and (path / "videohelpersuite").is_dir() else None
 
 
-@pytest.fixture(scope="module")
-def vhs_server(comfyui_path, cfa_base, tmp_path_factory):
-    vhs = vhs_path()
-    if vhs is None:
+@pytest.fixture(scope="session")
+def vhs():
+    """The checkout, found before the (slow, session-scoped) server fixtures are built."""
+    path = vhs_path()
+    if path is None:
         pytest.skip(f"Video Helper Suite test skipped: no checkout at ${ENV} (default {DEFAULT}); it is on no "
                     "package registry, so put a checkout of Kosinkadink/ComfyUI-VideoHelperSuite there "
                     "(see docs/testing.md)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def vhs_server(vhs, comfyui_path, cfa_base, tmp_path_factory):
     source, info = cfa_base
     base = kit.prepare_base_directory(tmp_path_factory.mktemp("vhs_base"))
     (base / "custom_nodes" / "ComfyUI-VideoHelperSuite").symlink_to(vhs, target_is_directory=True)
