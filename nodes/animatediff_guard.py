@@ -34,7 +34,7 @@ def refuse_animatediff_context(extra_options: dict, who: str) -> None:
         return
     full = ad_params.get("full_length")
     if len(sub_idxs) == full and list(sub_idxs) == list(range(full)):
-        return   # one window holding the whole clip in order (ADE's View Options Only context options)
+        return   # one window holding the whole clip in order (ADE's Views Only context options)
     raise CrossFrameError(
         f"{who}: {ADE}'s context options (sliding context windows) hand the model {len(sub_idxs)} of the clip's "
         f"{full} frames at a time, in overlapping windows that cross-frame attention cannot follow (each frame "

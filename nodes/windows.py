@@ -169,13 +169,13 @@ class ClipWindows(comfy.context_windows.ContextHandlerABC):
     def execute(self, calc_cond_batch, model, conds, x_in, timestep, model_options):
         run = self.patch.run
         n = x_in.shape[0]
-        self._model = model
-        per_frame_t = _per_frame(timestep, n)
-        outs = [torch.empty_like(x_in) for _ in conds]
         refuse_windows_under_animatediff(
             model_options, n, f"frames_per_batch windows of {self.size}",
             f"Set frames_per_batch to {n} or more, so {self.who} samples the whole clip in one batch (0 = auto "
             "picks windows when the clip does not fit in free memory).", self.who)
+        self._model = model
+        per_frame_t = _per_frame(timestep, n)
+        outs = [torch.empty_like(x_in) for _ in conds]
         options = model_options.setdefault("transformer_options", {})
         before = options.get("context_window")
         run.begin_evaluation()
