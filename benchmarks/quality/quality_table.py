@@ -40,7 +40,35 @@ SWEEP = {
     "fusion strength 0.5": ({}, {"strength": 0.5}),
     "fusion strength 0.75": ({}, {"strength": 0.75}),
     "fusion strength 1.0": ({}, {"strength": 1.0}),
+    "fusion steps 0-90%": ({}, {"end_percent": 0.9}),
+    "fusion steps 0-75%": ({}, {"end_percent": 0.75}),
+    "fusion steps 0-50%": ({}, {"end_percent": 0.5}),
+    "fusion anchor previous+first": ({}, {"anchor": "previous+first"}),
 }
+
+
+def markdown(out: dict) -> str:
+    """The table (and the defaults study) as markdown, ratios against the plain edit of the same clip and denoise."""
+    plain = {(r["clip"], r["denoise"]): r for r in out["rows"] if r["setting"] == "plain"}
+    names = {name: what for name, (what, _, _) in q.SETTINGS.items()}
+    lines = ["| clip | denoise | setting | warp error | vs plain | flicker | PSNR / SSIM vs source | "
+             "PSNR vs plain edit | detail vs plain | ms per frame |", "|---" * 10 + "|"]
+    for r in out["rows"]:
+        p = plain[(r["clip"], r["denoise"])]
+        vs_plain = "—" if r["setting"] == "plain" else f"{r['psnr_plain']:.1f} dB"
+        lines.append(f"| {r['clip']} | {r['denoise']} | {names.get(r['setting'], r['setting'])} | "
+                     f"{r['warp_error']:.2f} | **{r['warp_error'] / p['warp_error']:.2f}×** | {r['flicker']:.2f} | "
+                     f"{r['psnr_source']:.2f} dB / {r['ssim_source']:.3f} | {vs_plain} | "
+                     f"{r['detail'] / p['detail']:.2f} | {1000 * r['seconds_per_frame']:.1f} |")
+    if out["sweep"]:
+        lines += ["", "| clip | setting (denoise " + str(out["sweep"][0]["denoise"]) + ") | warp error vs plain | "
+                  "flicker vs plain | PSNR vs source, change | detail vs plain |", "|---" * 6 + "|"]
+        for r in out["sweep"]:
+            p = plain[(r["clip"], r["denoise"])]
+            lines.append(f"| {r['clip']} | {r['setting']} | {r['warp_error'] / p['warp_error']:.2f}× | "
+                         f"{r['flicker'] / p['flicker']:.2f}× | {r['psnr_source'] - p['psnr_source']:+.2f} dB | "
+                         f"{r['detail'] / p['detail']:.2f} |")
+    return "\n".join(lines)
 
 
 def load_comfy(comfyui: str):
@@ -56,7 +84,7 @@ def load_comfy(comfyui: str):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--comfyui", default=os.environ.get("COMFYUI_PATH", ""))
-    parser.add_argument("--json", type=Path, required=True)
+    parser.add_argument("--json", type=Path)
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--denoise", type=float, nargs="+", default=[0.5, 0.75])
@@ -64,9 +92,15 @@ def main() -> None:
     parser.add_argument("--settings", nargs="+", default=list(q.SETTINGS))
     parser.add_argument("--sweep", action="store_true")
     parser.add_argument("--sweep-denoise", type=float, default=0.75)
+    parser.add_argument("--markdown-from", type=Path, help="print the tables of an earlier run's JSON and stop")
     args = parser.parse_args()
+    if args.markdown_from:
+        print(markdown(json.loads(args.markdown_from.read_text())))
+        return
     if not args.comfyui:
         raise SystemExit("set --comfyui or COMFYUI_PATH to a ComfyUI checkout")
+    if not args.json:
+        raise SystemExit("--json: where to write the figures")
     comfy_nodes = load_comfy(args.comfyui)
     import comfyui_version
 
