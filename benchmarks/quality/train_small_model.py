@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "footage"))
+import cfa_footage  # noqa: E402
 import cfa_trained_model as spec  # noqa: E402
 
 TRAIN_CLIPS = ("bikes.mp4", "bigbuckbunny.mp4")
@@ -49,18 +50,9 @@ class FootageError(RuntimeError):
 
 def read_clip(path: Path, max_frames: int | None = None) -> np.ndarray:
     """T x H x W x 3 uint8 RGB; refuses a missing or unreadable file, naming it."""
-    import cv2
-
     if not path.is_file():
         raise FootageError(f"footage missing: {path} (gather it with benchmarks/quality/prepare_footage.py)")
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    while max_frames is None or len(frames) < max_frames:
-        ok, bgr = capture.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    capture.release()
+    frames = cfa_footage.read_video_file(path, max_frames)
     if not frames:
         raise FootageError(f"footage unreadable: OpenCV decoded no frame of {path}")
     return np.stack(frames)

@@ -92,20 +92,28 @@ def decode(name: str, max_frames: int | None = None) -> np.ndarray:
                 if max_frames is not None and len(frames) >= max_frames:
                     break
         return np.stack(frames)
-    import cv2  # OpenCV reads only from files
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:   # OpenCV reads only from files
         path = Path(tmp) / f"{name}.mp4"
         path.write_bytes(data)
-        capture = cv2.VideoCapture(str(path))
-        while max_frames is None or len(frames) < max_frames:
-            ok, bgr = capture.read()
-            if not ok:
-                break
-            frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-        capture.release()
+        frames = read_video_file(path, max_frames)
     if not frames:
         raise FootageUnavailable(f"could not decode {name}.mp4 (no PyAV, and OpenCV read no frame)")
     return np.stack(frames)
+
+
+def read_video_file(path: Path, max_frames: int | None = None) -> list:
+    """The RGB frames (H x W x 3 uint8) OpenCV decodes from a video file: an empty list if it reads none."""
+    import cv2
+
+    frames = []
+    capture = cv2.VideoCapture(str(path))
+    while max_frames is None or len(frames) < max_frames:
+        ok, bgr = capture.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    capture.release()
+    return frames
 
 
 def opencv_doc_clip(name: str) -> Path:

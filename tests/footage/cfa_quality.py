@@ -40,15 +40,7 @@ def held_out_clip(name: str, frames: int) -> np.ndarray:
     if name in cfa_footage.CLIPS:
         clip = cfa_footage.decode(name, max_frames=frames)
     else:
-        capture = cv2.VideoCapture(str(cfa_footage.opencv_doc_clip(name)))
-        clip = []
-        while len(clip) < frames:
-            ok, bgr = capture.read()
-            if not ok:
-                break
-            clip.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-        capture.release()
-        clip = np.stack(clip)
+        clip = np.stack(cfa_footage.read_video_file(cfa_footage.opencv_doc_clip(name), frames))
     return np.stack([cv2.resize(f, SIZE[name], interpolation=cv2.INTER_AREA) for f in clip[:frames]])
 
 
