@@ -39,16 +39,23 @@ class Attn1Patch(CrossFramePatch):
         layer = (block[0], block[1], extra_options.get("block_index", 0))
         # Another patch earlier in the chain may have changed the K/V source; build on what it set.
         source = n if context is None else context
-        kv = run.kv(layer, source, extra_options["cond_or_uncond"], extra_options["sigmas"],
-                    extra_options.get("uuids"), self.window_frames(extra_options))
-        if kv is None:
-            return n, context, value
-        if value is not None and value is not context:
+        if value is None or value is source:
+            kv = run.kv(layer, source, extra_options["cond_or_uncond"], extra_options["sigmas"],
+                        extra_options.get("uuids"), self.window_frames(extra_options))
+            return (n, context, value) if kv is None else (n, kv, kv)
+        # Separate key and value sources (a hypernetwork earlier in the chain transforms each token's key and
+        # value input): both gather the same frames, so they travel as one tensor, side by side in channels.
+        if value.shape[:-1] != source.shape[:-1]:
             raise CrossFrameError(
-                f"{self.who}: another attn1 patch earlier in the chain gave self-attention different key "
-                "and value sources; cross-frame attention cannot combine with it. Apply this node before "
-                "(upstream of) the other patch node, or remove one of them.")
-        return n, kv, kv
+                f"{self.who}: an attn1 patch applied before it in the MODEL chain gave self-attention keys and "
+                f"values of different lengths ({source.shape[1]} and {value.shape[1]} tokens), which cross-frame "
+                "attention cannot extend together. Remove that node from the MODEL chain, or apply it to the "
+                "MODEL output of Store Reference Attention / Cross-Frame Attention Patch instead (patch -> that "
+                "node -> sampler).")
+        width = source.shape[-1]
+        kv = run.kv(layer, torch.cat([source, value], dim=-1), extra_options["cond_or_uncond"],
+                    extra_options["sigmas"], extra_options.get("uuids"), self.window_frames(extra_options))
+        return (n, context, value) if kv is None else (n, kv[..., :width], kv[..., width:])
 
 
 class UNetAttn1Way(Way):
@@ -59,14 +66,36 @@ class UNetAttn1Way(Way):
         from . import supported_text
         diffusion_model = getattr(model, "diffusion_model", None)
         chosen = "+".join(sorted(blocks))
-        if diffusion_model is not None and not family.names_blocks_of_another_kind(blocks) \
-                and self_attention_count(diffusion_model, family, blocks) > 0:
-            return
         kind = type(diffusion_model).__name__ if diffusion_model is not None else type(model).__name__
-        if diffusion_model is not None and family.names_blocks_of_another_kind(blocks) \
-                and self_attention_count(diffusion_model, family, family.block_names()) > 0:
+        is_unet = diffusion_model is not None and \
+            self_attention_count(diffusion_model, family, family.block_names()) > 0
+        if not is_unet:
+            # No U-Net transformer anywhere: a model no declaration claims (a DiT, most often). Say so in its
+            # own words, not in U-Net block names.
+            raise CrossFrameError(
+                f"{who}: this model's diffusion model is a {kind}{_config_words(model)}, which no model family "
+                f"of the pack covers, so cross-frame attention would change nothing on it. Supported: "
+                f"{supported_text()}. Sample it without cross-frame attention (connect the model to KSampler "
+                f"directly), or load a checkpoint of a supported family{_other_node_for(diffusion_model)}.")
+        if family.names_blocks_of_another_kind(blocks):
             raise family.kinds_error(blocks, who, f" ({kind})")
+        if self_attention_count(diffusion_model, family, blocks) > 0:
+            return
         raise CrossFrameError(
-            f"{who}: this model ({kind}) has no self-attention that cross-frame attention can reach in the "
-            f"'{chosen}' blocks, so it would change nothing. Supported: {supported_text()}. For SD U-Nets, "
-            "choose blocks that contain attention (auto and 'output' do).")
+            f"{who}: blocks '{chosen}' hold no self-attention of this U-Net ({kind}), so cross-frame attention "
+            "would change nothing. Choose blocks that contain attention: auto or 'output' (the decoder) always "
+            "do.")
+
+
+def _config_words(model) -> str:
+    """' (ComfyUI's <config> model)' when ComfyUI says which model config it detected."""
+    config = getattr(model, "model_config", None)
+    return f" (ComfyUI detected a {type(config).__name__} model)" if config is not None else ""
+
+
+def _other_node_for(diffusion_model) -> str:
+    from .way_wan_windows import is_wan
+    if is_wan(diffusion_model):
+        return ("; for a Wan video model sampled in context windows, use Cross-Window Anchors (with Context "
+                "Windows (Manual) or WAN Context Windows) instead")
+    return ""

@@ -44,6 +44,13 @@ def patch(comfy, model, state, reference_latent, anchors="first+previous", inclu
                                end_percent).args[0]
 
 
+def run_node(cls, **inputs) -> tuple:
+    """Call a node class as ComfyUI's executor would, V1 (FUNCTION) or V3 (execute): its outputs as a tuple."""
+    if hasattr(cls, "define_schema"):
+        return tuple(cls.execute(**inputs).args)
+    return tuple(getattr(cls(), cls.FUNCTION)(**inputs))
+
+
 def rel_diff(a, b) -> float:
     """max |a - b| relative to the output scale (max |b|)."""
     a, b = a["samples"] if isinstance(a, dict) else a, b["samples"] if isinstance(b, dict) else b
