@@ -22,6 +22,7 @@ import comfy.model_management
 
 from ..attention import CrossFrameError
 from ..attention.windows import largest_window, window_bounds
+from .neighbours import refuse_window_conflicts
 from .window_controls import check_hint_batch, slice_control
 
 log = logging.getLogger("CrossFrameAttention")
@@ -289,7 +290,8 @@ def check_user_windows(handler, who: str, frame_dim: int = 0, frames_along: str 
             "on Context Windows (Manual).")
 
 
-def install_windows(model_options: dict, patch, window_size: int | None, who: str):
+def install_windows(model_options: dict, patch, window_size: int | None, who: str, model_patcher=None,
+                    n_frames: int = 0):
     """Set this run's context handler in the run's own model options; returns it (or None)."""
     user = model_options.get("context_handler")
     if isinstance(user, (ClipWindows, UserWindows)):
@@ -301,6 +303,12 @@ def install_windows(model_options: dict, patch, window_size: int | None, who: st
                 f"frames_per_batch is {window_size}. Use one of them: set frames_per_batch to 0 to sample in "
                 "the model's context windows, or remove the context-window node.")
         check_user_windows(user, who)
+        length = getattr(user, "context_length", 0)
+        if model_patcher is not None and 0 < length < n_frames:
+            refuse_window_conflicts(model_patcher, model_options, who,
+                                    f"the model's context windows ({length} of its {n_frames} frames at a time)",
+                                    "remove the context-window node and sample the whole clip in one model call "
+                                    "(Batch Video Sampler's frames_per_batch 0 on a clip that fits in memory)")
         handler = UserWindows(user, patch, who)
     elif window_size is not None:
         handler = ClipWindows(patch, window_size, who)
@@ -334,6 +342,14 @@ def prepare_sampling_wrapper(executor, model, noise_shape, *args, **kwargs):
     would offload the weights of a model that fits beside one window)."""
     handler = (kwargs.get("model_options") or {}).get("context_handler")
     if isinstance(handler, ClipWindows):
+        explicit = handler.size > 0
         size = handler.resolve_size(model, noise_shape)
+        if size < int(noise_shape[0]):
+            how = "frames_per_batch" if explicit else "frames_per_batch 0 (auto): the whole clip does not fit " \
+                                                      "in the memory ComfyUI reports free"
+            refuse_window_conflicts(
+                model, kwargs.get("model_options") or {}, handler.who, f"windows of {size} frames ({how})",
+                "sample the whole clip in one model call (frames_per_batch 0 on a clip that fits in memory: fewer "
+                "frames or a smaller size, with several clips chained through output_state -> state)")
         noise_shape = [min(int(noise_shape[0]), size)] + list(noise_shape[1:])
     return executor(model, noise_shape, *args, **kwargs)

@@ -113,6 +113,9 @@ class Way:
         patches = model_options.get("transformer_options", {}).get("patches", {}).get("attn1_patch", [])
         return next((p for p in patches if isinstance(p, CrossFramePatch)), None)
 
+    def prepare_run(self, model_options: dict, patch: CrossFramePatch) -> None:
+        """Called with a sampling run's own copy of the model options, before the run (nothing by default)."""
+
     hook_words = "a self-attention hook in its blocks"   # what a ComfyUI without this way lacks, in errors
 
     def check(self, family: "Family", model, blocks: frozenset, who: str) -> None:

@@ -46,9 +46,8 @@ def patch(comfy, model, state, reference_latent, anchors="first+previous", inclu
 
 def run_node(cls, **inputs) -> tuple:
     """Call a node class as ComfyUI's executor would, V1 (FUNCTION) or V3 (execute): its outputs as a tuple."""
-    if hasattr(cls, "define_schema"):
-        return tuple(cls.execute(**inputs).args)
-    return tuple(getattr(cls(), cls.FUNCTION)(**inputs))
+    out = cls.execute(**inputs) if hasattr(cls, "define_schema") else getattr(cls(), cls.FUNCTION)(**inputs)
+    return tuple(getattr(out, "args", out))   # a V3 NodeOutput, or a plain tuple (some V3 nodes return one)
 
 
 def rel_diff(a, b) -> float:

@@ -55,3 +55,84 @@ def test_hypernetwork_on_either_side_of_the_cross_frame_node(comfy, tiny_model, 
     with pytest.raises(ValueError, match="Cross-Frame Attention Patch: the reference.*was recorded with other "
                                          "self-attention inputs.*hypernetwork.*same nodes in the same order"):
         ksampler(comfy, patch(comfy, hyper, state, reference), conds, rest, **kw)
+
+
+def hypertile(model):
+    """HyperTile in 4 x 4 query tiles on the tiny U-Net's 16 x 16 level; swap_size 1 makes the tiling fixed
+    (larger values draw it at random per model call, so no two runs compare)."""
+    from comfy_extras.nodes_hypertile import HyperTile
+    return run_node(HyperTile, model=model, tile_size=32, swap_size=1, max_depth=0, scale_depth=False)[0]
+
+
+def identical_clip(clip_latent, frames=3):
+    frame = clip_latent["samples"][:1]
+    return {"samples": frame.repeat(frames, 1, 1, 1), "batch_index": [0] * frames}
+
+
+def test_hypertile_on_either_side_of_the_cross_frame_node(comfy, tiny_model, conds, clip_latent):
+    """HyperTile tiles the query and leaves keys/values to attention's reshape: query tile j attends to piece j
+    of every anchor frame, so frame 0 and identical frames stay HyperTile's plain sampling."""
+    kw = dict(steps=3)
+    tiled = hypertile(tiny_model)
+    frame0_latent = latent_from_batch(comfy, clip_latent, 0, 1)
+    frame0 = ksampler(comfy, tiled, conds, frame0_latent, **kw)
+    assert rel_diff(frame0, ksampler(comfy, tiny_model, conds, frame0_latent, **kw)) > 1e-2   # it tiles
+    whole, _ = video_sampler(comfy, tiled, conds, clip_latent, **kw)
+    assert rel_diff(whole["samples"][:1], frame0) <= TOL
+    assert rel_diff(video_sampler(comfy, tiled, conds, clip_latent, frames_per_batch=2, **kw)[0], whole) <= TOL
+    plain = ksampler(comfy, tiled, conds, clip_latent, **kw)
+    assert rel_diff(whole["samples"][1:], plain["samples"][1:]) > 1e-2
+    same, _ = video_sampler(comfy, tiled, conds, identical_clip(clip_latent), **kw)
+    assert rel_diff(same, frame0["samples"].repeat(3, 1, 1, 1)) <= TOL
+
+    store_model, state = store(comfy, tiny_model)   # Store / Patch -> HyperTile -> KSampler
+    reference = ksampler(comfy, hypertile(store_model), conds, frame0_latent, **kw)
+    frames = ksampler(comfy, hypertile(patch(comfy, tiny_model, state, reference)), conds,
+                      latent_from_batch(comfy, clip_latent, 1, 4), **kw)
+    assert rel_diff(torch.cat([reference["samples"], frames["samples"]]), whole) <= TOL
+
+
+def sag(model):
+    from comfy_extras.nodes_sag import SelfAttentionGuidance
+    return run_node(SelfAttentionGuidance, model=model, scale=0.5, blur_sigma=2.0)[0]
+
+
+def easycache(model):
+    from comfy_extras.nodes_easycache import EasyCacheNode
+    return run_node(EasyCacheNode, model=model, reuse_threshold=0.2, start_percent=0.15, end_percent=0.95,
+                    verbose=False)[0]
+
+
+def context_windows(model, length):
+    """Core's Context Windows (Manual), standard_static, no overlap (its inputs differ between versions)."""
+    import inspect
+    from comfy_extras.nodes_context_windows import ContextWindowsManualNode
+    values = dict(model=model, context_length=length, context_overlap=0, context_schedule="standard_static",
+                  context_stride=1, closed_loop=False, fuse_method="pyramid", dim=0, freenoise=False)
+    params = inspect.signature(ContextWindowsManualNode.execute).parameters
+    return run_node(ContextWindowsManualNode, **{k: v for k, v in values.items() if k in params})[0]
+
+
+@pytest.mark.parametrize("node,name", [(sag, "Self-Attention Guidance"), (easycache, "EasyCache")])
+def test_whole_call_nodes_refuse_windows(comfy, tiny_model, conds, clip_latent, node, name):
+    """SAG keeps the attention map of one U-Net call, EasyCache one cached change per conditioning: split into
+    windows (ours, or core's context windows) they would silently mix windows, so sampling stops at its start
+    with an error naming both nodes; the whole clip in one call samples, right after the error."""
+    kw = dict(steps=3)
+    other = node(tiny_model)
+    for fpb in (2, 1):
+        with pytest.raises(ValueError, match=f"^Batch Video Sampler: this clip would be sampled in windows of {fpb} "
+                                             f"frames \\(frames_per_batch\\), and the model carries {name}, which "
+                                             "cannot be split into windows.*frames_per_batch 0.*or remove "
+                                             f"{name} from the MODEL chain"):
+            video_sampler(comfy, other, conds, clip_latent, frames_per_batch=fpb, **kw)
+    with pytest.raises(ValueError, match=f"Batch Video Sampler: this clip would be sampled in the model's context "
+                                         f"windows \\(2 of its 5 frames at a time\\), and the model carries {name}"
+                                         ".*remove the context-window node"):
+        video_sampler(comfy, context_windows(other, 2), conds, clip_latent, **kw)
+    whole, _ = video_sampler(comfy, other, conds, clip_latent, **kw)
+    plain = ksampler(comfy, other, conds, clip_latent, **kw)
+    assert torch.isfinite(whole["samples"]).all()
+    assert rel_diff(whole["samples"][1:], plain["samples"][1:]) > 1e-2
+    fits, _ = video_sampler(comfy, context_windows(other, 5), conds, clip_latent, **kw)   # no split: fine
+    assert rel_diff(fits, whole) <= TOL
