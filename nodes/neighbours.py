@@ -10,22 +10,17 @@ from comfy.patcher_extension import WrappersMP
 
 from ..attention.errors import CrossFrameError
 
-# Module of a callable a core node registers -> the node's display name.
-_NODE_OF_MODULE = {
-    "comfy_extras.nodes_hypertile": "HyperTile",
-    "comfy_extras.nodes_hypernetwork": "Hypernetwork Loader",
-    "comfy_extras.nodes_sag": "Self-Attention Guidance",
-    "comfy_extras.nodes_easycache": "EasyCache",
-    "comfy_extras.nodes_tomesd": "TomePatchModel",
-    "comfy_extras.nodes_pag": "Perturbed-Attention Guidance",
-    "comfy_api.torch_helpers.torch_compile": "TorchCompileModel",
-}
+# Module of a callable a core node registers (its file name: ComfyUI loads comfy_extras by path, so the module
+# is named after the file's path) -> the node's display name.
+_NODE_OF_MODULE = {"nodes_sag": "Self-Attention Guidance"}
 
 
 def node_of(fn) -> str | None:
     """The core node that registered callable `fn`, if it is one this module knows."""
-    module = getattr(fn, "__module__", None) or getattr(type(fn), "__module__", "")
-    return _NODE_OF_MODULE.get(module)
+    module = getattr(fn, "__module__", None) or getattr(type(fn), "__module__", "") or ""
+    if "comfy_extras" not in module:
+        return None
+    return _NODE_OF_MODULE.get(module.replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[-1])
 
 
 def _callables(model_options: dict):

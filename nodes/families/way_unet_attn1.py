@@ -10,7 +10,7 @@ import weakref
 import torch
 
 from ...attention.errors import CrossFrameError
-from .base import CrossFramePatch, Family, Way
+from .base import CrossFramePatch, Family, Way, eager
 
 _counts: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> {blocks: count}
 
@@ -90,6 +90,7 @@ class QueryTiles:
     def __deepcopy__(self, memo):
         return self
 
+    @eager
     def __call__(self, n, context, value, extra_options):
         extended = self.patch.extended.value
         self.patch.extended.value = None

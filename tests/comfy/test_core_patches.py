@@ -136,3 +136,32 @@ def test_whole_call_nodes_refuse_windows(comfy, tiny_model, conds, clip_latent, 
     assert rel_diff(whole["samples"][1:], plain["samples"][1:]) > 1e-2
     fits, _ = video_sampler(comfy, context_windows(other, 5), conds, clip_latent, **kw)   # no split: fine
     assert rel_diff(fits, whole) <= TOL
+
+
+def test_torch_compile_model_on_either_side(comfy, tiny_model, conds, clip_latent):
+    """TorchCompileModel traces the U-Net; the pack's patches run as plain Python inside it (never frozen into
+    the graph at their first call), so compiled equals uncompiled in both orders, windows included, and a
+    plain compiled model sampled afterwards is unaffected. The 'cudagraphs' backend falls back to eager
+    execution on the CPU: the same tracing and guards as 'inductor' without minutes of code generation."""
+    from comfy_extras.nodes_torch_compile import TorchCompileModel
+
+    def compiled(model):
+        return run_node(TorchCompileModel, model=model, backend="cudagraphs")[0]
+
+    kw = dict(steps=2)
+    clip = latent_from_batch(comfy, clip_latent, 0, 2)
+    torch._dynamo.reset()
+    try:
+        whole, _ = video_sampler(comfy, tiny_model, conds, clip, **kw)
+        assert rel_diff(video_sampler(comfy, compiled(tiny_model), conds, clip, **kw)[0], whole) <= TOL
+        assert rel_diff(video_sampler(comfy, compiled(tiny_model), conds, clip, frames_per_batch=1, **kw)[0],
+                        whole) <= TOL
+        store_model, state = store(comfy, tiny_model)
+        reference = ksampler(comfy, compiled(store_model), conds, latent_from_batch(comfy, clip, 0, 1), **kw)
+        frames = ksampler(comfy, compiled(patch(comfy, tiny_model, state, reference)), conds,
+                          latent_from_batch(comfy, clip, 1, 1), **kw)
+        assert rel_diff(torch.cat([reference["samples"], frames["samples"]]), whole) <= TOL
+        plain = ksampler(comfy, compiled(tiny_model), conds, clip, **kw)
+        assert rel_diff(plain, ksampler(comfy, tiny_model, conds, clip, **kw)) <= TOL
+    finally:
+        torch._dynamo.reset()   # compiled code is cached per function: keep it out of the other tests
