@@ -277,17 +277,19 @@ def check_user_windows(handler, who: str, frame_dim: int = 0, frames_along: str 
                        "frame evaluated before it in the same step") -> None:
     """Refuse, before sampling, user context schedules whose windows are not in clip order, or that split
     another dimension than the one the model's frames lie along (`frame_dim`)."""
+    dim = getattr(handler, "dim", frame_dim)
+    if dim != frame_dim:
+        video_nodes = " (Wan Context Windows and LTXV Context Windows always split dimension 2, for video " \
+                      "models: use Context Windows (Manual) instead)" if dim == 2 else ""
+        raise CrossFrameError(
+            f"{who}: the model's context windows split dimension {dim}; {frames_along}. Set dim to {frame_dim} "
+            f"on Context Windows (Manual){video_nodes}.")
     schedule = getattr(getattr(handler, "context_schedule", None), "name", None)
     if schedule in _OUT_OF_ORDER:
         raise CrossFrameError(
             f"{who}: the model's context windows use the '{schedule}' schedule, which "
             f"{_OUT_OF_ORDER[schedule]}. {needs}: set context_schedule to 'batched' or 'standard_static' on "
-            "Context Windows (Manual).")
-    dim = getattr(handler, "dim", frame_dim)
-    if dim != frame_dim:
-        raise CrossFrameError(
-            f"{who}: the model's context windows split dimension {dim}; {frames_along}. Set dim to {frame_dim} "
-            "on Context Windows (Manual).")
+            "the context-window node.")
 
 
 def install_windows(model_options: dict, patch, window_size: int | None, who: str, model_patcher=None,
