@@ -114,7 +114,7 @@ def context_windows(model, length):
 
 
 @pytest.mark.parametrize("node,name", [(sag, "Self-Attention Guidance"), (easycache, "EasyCache")])
-def test_whole_call_nodes_refuse_windows(comfy, tiny_model, conds, clip_latent, node, name):
+def test_whole_call_nodes_refuse_windows(comfy, tiny_model, conds, clip_latent, node, name, monkeypatch):
     """SAG keeps the attention map of one U-Net call, EasyCache one cached change per conditioning: split into
     windows (ours, or core's context windows) they would silently mix windows, so sampling stops at its start
     with an error naming both nodes; the whole clip in one call samples, right after the error."""
@@ -130,6 +130,16 @@ def test_whole_call_nodes_refuse_windows(comfy, tiny_model, conds, clip_latent, 
                                          f"windows \\(2 of its 5 frames at a time\\), and the model carries {name}"
                                          ".*remove the context-window node"):
         video_sampler(comfy, context_windows(other, 2), conds, clip_latent, **kw)
+    # frames_per_batch 0 picks windows by itself when the clip does not fit: free memory for 2 frames only
+    mm = comfy.model_management
+    need = tiny_model.model.memory_required([4] + list(clip_latent["samples"].shape[1:])) * 1.5
+    free = mm.minimum_inference_memory() + max(0, tiny_model.model_size() - tiny_model.loaded_size()) + need * 1.2
+    with monkeypatch.context() as m:
+        m.setattr(mm, "get_free_memory", lambda dev=None, torch_free_too=False: (free, free) if torch_free_too
+                  else free)
+        with pytest.raises(ValueError, match=f"windows of 2 frames \\(frames_per_batch 0 \\(auto\\): the whole "
+                                             f"clip does not fit.*carries {name}"):
+            video_sampler(comfy, other, conds, clip_latent, **kw)
     whole, _ = video_sampler(comfy, other, conds, clip_latent, **kw)
     plain = ksampler(comfy, other, conds, clip_latent, **kw)
     assert torch.isfinite(whole["samples"]).all()
