@@ -335,8 +335,8 @@ def table(comfy, matrix) -> str:
 
 
 def _section(version: str) -> re.Pattern:
-    return re.compile(rf"(<!-- matrix {re.escape(version)} start -->\n)(.*?)(\n<!-- matrix {re.escape(version)} end -->)",
-                      re.S)
+    mark = re.escape(version)
+    return re.compile(rf"(<!-- matrix {mark} start -->\n)(.*?)(\n<!-- matrix {mark} end -->)", re.S)
 
 
 def test_docs_table_is_the_matrix(comfy, matrix):
