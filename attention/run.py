@@ -187,6 +187,13 @@ class FrameRun:
     def _fetch(self, bank: AttentionBank, layer, groups, occurrences, sigma: float,
                x: torch.Tensor) -> torch.Tensor:
         rows = bank.fetch(layer, groups, occurrences, self._slot(bank, sigma), x, self.plan.who)
+        if rows.shape[1] == x.shape[1] and rows.shape[2:] != x.shape[2:]:
+            raise CrossFrameError(
+                f"{self.plan.who}: {bank.label} was recorded with other self-attention inputs in layer {layer} "
+                f"({rows.shape[-1]} channels, the frames have {x.shape[-1]}): an attention patch such as a "
+                "hypernetwork sits at another place in the MODEL chain of the reference than in the frames' "
+                "(a hypernetwork before the cross-frame node keeps keys and values apart). Give the reference's "
+                "model and the frames' model the same nodes in the same order.")
         if rows.shape[1:] != x.shape[1:]:
             raise CrossFrameError(
                 f"{self.plan.who}: {bank.label} was recorded at another resolution ({rows.shape[1]} tokens "

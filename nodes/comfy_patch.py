@@ -69,7 +69,9 @@ def patch_model(model, blocks: frozenset, who: str, plan_for_run: PlanFactory,
                                   "patch was made for another family. Patch the model that is sampled.")
         plan = plan_for_run(guider, latent_image, sigmas)
         # Set in the run's own copy of the model options (the guider restores the originals afterwards).
-        handler = install_windows(guider.model_options, patch, window_size, who)
+        handler = install_windows(guider.model_options, patch, window_size, who, guider.model_patcher,
+                                  int(latent_image.shape[0]))
+        family.way.prepare_run(guider.model_options, patch)
         if handler is not None and not handler.is_ours:
             plan.keep_window = True   # a user's windows may overlap or prepend the frame before them
         run = FrameRun(plan, conditioning_groups(guider))

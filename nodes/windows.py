@@ -23,6 +23,7 @@ import comfy.model_management
 from ..attention import CrossFrameError
 from ..attention.windows import largest_window, window_bounds
 from .animatediff_guard import refuse_windows_under_animatediff
+from .neighbours import refuse_window_conflicts
 from .window_controls import check_hint_batch, slice_control
 
 log = logging.getLogger("CrossFrameAttention")
@@ -285,20 +286,23 @@ def check_user_windows(handler, who: str, frame_dim: int = 0, frames_along: str 
                        "frame evaluated before it in the same step") -> None:
     """Refuse, before sampling, user context schedules whose windows are not in clip order, or that split
     another dimension than the one the model's frames lie along (`frame_dim`)."""
+    dim = getattr(handler, "dim", frame_dim)
+    if dim != frame_dim:
+        video_nodes = " (Wan Context Windows and LTXV Context Windows always split dimension 2, for video " \
+                      "models: use Context Windows (Manual) instead)" if dim == 2 else ""
+        raise CrossFrameError(
+            f"{who}: the model's context windows split dimension {dim}; {frames_along}. Set dim to {frame_dim} "
+            f"on Context Windows (Manual){video_nodes}.")
     schedule = getattr(getattr(handler, "context_schedule", None), "name", None)
     if schedule in _OUT_OF_ORDER:
         raise CrossFrameError(
             f"{who}: the model's context windows use the '{schedule}' schedule, which "
             f"{_OUT_OF_ORDER[schedule]}. {needs}: set context_schedule to 'batched' or 'standard_static' on "
-            "Context Windows (Manual).")
-    dim = getattr(handler, "dim", frame_dim)
-    if dim != frame_dim:
-        raise CrossFrameError(
-            f"{who}: the model's context windows split dimension {dim}; {frames_along}. Set dim to {frame_dim} "
-            "on Context Windows (Manual).")
+            "the context-window node.")
 
 
-def install_windows(model_options: dict, patch, window_size: int | None, who: str):
+def install_windows(model_options: dict, patch, window_size: int | None, who: str, model_patcher=None,
+                    n_frames: int = 0):
     """Set this run's context handler in the run's own model options; returns it (or None)."""
     user = model_options.get("context_handler")
     if isinstance(user, (ClipWindows, UserWindows)):
@@ -310,6 +314,12 @@ def install_windows(model_options: dict, patch, window_size: int | None, who: st
                 f"frames_per_batch is {window_size}. Use one of them: set frames_per_batch to 0 to sample in "
                 "the model's context windows, or remove the context-window node.")
         check_user_windows(user, who)
+        length = getattr(user, "context_length", 0)
+        if model_patcher is not None and 0 < length < n_frames:
+            refuse_window_conflicts(model_patcher, model_options, who,
+                                    f"the model's context windows ({length} of its {n_frames} frames at a time)",
+                                    "remove the context-window node and sample the whole clip in one model call "
+                                    "(Batch Video Sampler's frames_per_batch 0 on a clip that fits in memory)")
         handler = UserWindows(user, patch, who)
     elif window_size is not None:
         handler = ClipWindows(patch, window_size, who)
@@ -343,6 +353,14 @@ def prepare_sampling_wrapper(executor, model, noise_shape, *args, **kwargs):
     would offload the weights of a model that fits beside one window)."""
     handler = (kwargs.get("model_options") or {}).get("context_handler")
     if isinstance(handler, ClipWindows):
+        explicit = handler.size > 0
         size = handler.resolve_size(model, noise_shape)
+        if size < int(noise_shape[0]):
+            how = "frames_per_batch" if explicit else "frames_per_batch 0 (auto): the whole clip does not fit " \
+                                                      "in the memory ComfyUI reports free"
+            refuse_window_conflicts(
+                model, kwargs.get("model_options") or {}, handler.who, f"windows of {size} frames ({how})",
+                "sample the whole clip in one model call (frames_per_batch 0 on a clip that fits in memory: fewer "
+                "frames or a smaller size, with several clips chained through output_state -> state)")
         noise_shape = [min(int(noise_shape[0]), size)] + list(noise_shape[1:])
     return executor(model, noise_shape, *args, **kwargs)

@@ -17,6 +17,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
+import torch
+
 from ...attention import FrameRun
 from ...attention.errors import CrossFrameError
 from ...attention.options import block_names, block_selector
@@ -41,6 +43,15 @@ def class_at(path: tuple[str, str]):
         return None
 
 
+def eager(fn):
+    """`fn`, run as plain Python under torch.compile (TorchCompileModel): a patch reads live run state on every
+    call (the sampling run, the window, the step, the conditioning layout). Traced into a compiled graph, those
+    reads would be frozen at their first values, and core's TorchCompileModel keeps no guard on the
+    transformer options that carry the patch, so nothing would ever retrace them."""
+    disable = getattr(getattr(torch, "compiler", None), "disable", None)
+    return fn if disable is None else disable(fn)
+
+
 class CrossFramePatch:
     """Base of the pack's patch callables: the run slot the sampler wrapper fills, and the blocks.
 
@@ -49,6 +60,11 @@ class CrossFramePatch:
     """
 
     family_name = "model"
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "__call__" in cls.__dict__:
+            cls.__call__ = eager(cls.__dict__["__call__"])
 
     def __init__(self, blocks: frozenset, who: str):
         self.blocks = frozenset(blocks)
@@ -118,6 +134,9 @@ class Way:
         """The pack's patch already on a model, if any (so a second cross-frame node can refuse clearly)."""
         patches = model_options.get("transformer_options", {}).get("patches", {}).get("attn1_patch", [])
         return next((p for p in patches if isinstance(p, CrossFramePatch)), None)
+
+    def prepare_run(self, model_options: dict, patch: CrossFramePatch) -> None:
+        """Called with a sampling run's own copy of the model options, before the run (nothing by default)."""
 
     hook_words = "a self-attention hook in its blocks"   # what a ComfyUI without this way lacks, in errors
 

@@ -26,6 +26,7 @@ import threading
 import torch
 
 from ...attention.errors import CrossFrameError
+from .base import eager
 from .way_attention_override import OVERRIDE_KEY, AttentionOverridePatch, AttentionOverrideWay, replaced_error
 
 
@@ -80,6 +81,7 @@ class SelfAttentionMarker:
     def __deepcopy__(self, memo):
         return self   # ModelPatcher.clone() deep-copies patches: stay paired with the one override
 
+    @eager
     def __call__(self, q, k, v, pe=None, attn_mask=None, extra_options=None):
         self.patch.announce(extra_options or {})
         return {}

@@ -26,7 +26,7 @@ import threading
 from ...attention.errors import CrossFrameError
 from ...attention.window_anchors import WindowAnchors, WindowCall
 from ..windows import window_frames
-from .base import class_at
+from .base import class_at, eager
 from .way_attention_override import OVERRIDE_KEY, describe
 
 CALL_KEY = "cfa_window_anchors_call"
@@ -71,6 +71,7 @@ class WanWindowAttention:
     def __deepcopy__(self, memo):
         return self
 
+    @eager
     def __call__(self, func, *args, **kwargs):
         forward = func if self.previous is None else functools.partial(self.previous, func)
         block = self.mark.block

@@ -44,6 +44,12 @@ def patch(comfy, model, state, reference_latent, anchors="first+previous", inclu
                                end_percent).args[0]
 
 
+def run_node(cls, **inputs) -> tuple:
+    """Call a node class as ComfyUI's executor would, V1 (FUNCTION) or V3 (execute): its outputs as a tuple."""
+    out = cls.execute(**inputs) if hasattr(cls, "define_schema") else getattr(cls(), cls.FUNCTION)(**inputs)
+    return tuple(getattr(out, "args", out))   # a V3 NodeOutput, or a plain tuple (some V3 nodes return one)
+
+
 def rel_diff(a, b) -> float:
     """max |a - b| relative to the output scale (max |b|)."""
     a, b = a["samples"] if isinstance(a, dict) else a, b["samples"] if isinstance(b, dict) else b

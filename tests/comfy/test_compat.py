@@ -59,9 +59,9 @@ def test_extra_guidance_passes(comfy, tiny_model, conds, clip_latent, guidance):
         whole = window_invariant(comfy, guided, conds, clip_latent, steps=3)
     else:
         # SAG keeps the attention scores of ONE U-Net call and blurs the whole batch with them, so it needs
-        # the clip in one call (core's own windows break it the same way): whole clip only (docs/limits.md).
+        # the clip in one call: windows are refused (test_core_patches.py, docs/compatibility.md).
         whole, _ = video_sampler(comfy, guided, conds, clip_latent, steps=3)
-        with pytest.raises(RuntimeError):
+        with pytest.raises(ValueError, match="carries Self-Attention Guidance, which cannot be split"):
             video_sampler(comfy, guided, conds, clip_latent, steps=3, frames_per_batch=2)
     plain_guided = ksampler(comfy, guided, conds, clip_latent, steps=3)
     assert rel_diff(whole["samples"][1:], plain_guided["samples"][1:]) > 1e-2

@@ -198,9 +198,10 @@ def test_other_dit_families_are_refused(comfy):
         diffusion_model = WanModel.__new__(WanModel)
 
     torch.nn.Module.__init__(FakeModel.diffusion_model)
-    with pytest.raises(ValueError, match="Store Reference Attention: this model \\(WanModel\\) has no "
-                                         "self-attention that cross-frame attention can reach.*Flux.1.*Chroma.*"
-                                         "Qwen-Image and Qwen-Image-Edit on ComfyUI 0.30.0 or newer"):
+    with pytest.raises(ValueError, match="Store Reference Attention: this model's diffusion model is a "
+                                         "WanModel, which no model family of the pack covers.*Flux.1.*Chroma.*"
+                                         "Qwen-Image and Qwen-Image-Edit on ComfyUI 0.30.0 or newer.*Wan video "
+                                         "model.*Cross-Window Anchors"):
         check.check_supported(FakeModel(), frozenset({"single"}), "Store Reference Attention")
 
 

@@ -131,9 +131,28 @@ def test_models_without_patchable_self_attention_are_refused(comfy, tiny_model, 
     class FakeModel:
         diffusion_model = DiTLike()
 
-    with pytest.raises(ValueError, match="Batch Video Sampler: this model \\(DiTLike\\) has no self-attention "
-                                         "that cross-frame attention can reach.*SD1.x, SD2.x and SDXL"):
+    with pytest.raises(ValueError, match="Batch Video Sampler: this model's diffusion model is a DiTLike, which "
+                                         "no model family of the pack covers.*Supported: SD1.x, SD2.x and SDXL.*"
+                                         "Sample it without cross-frame attention"):
         check.check_supported(FakeModel(), frozenset({"output"}), "Batch Video Sampler")
+    # U-Net words only for a U-Net: blocks that hold no attention of a U-Net that has some elsewhere.
+    with pytest.raises(ValueError, match="Batch Video Sampler: blocks 'input' hold no self-attention of this "
+                                         "U-Net \\(UNetLike\\).*Choose blocks that contain attention"):
+        check.check_supported(_without_input_attention(tiny_model), frozenset({"input"}), "Batch Video Sampler")
+
+
+def _without_input_attention(model):
+    """A U-Net whose input blocks hold no transformer (an SDXL-like first level), sharing the tiny U-Net's
+    output blocks (nothing copied, the session's model untouched)."""
+    class UNetLike(torch.nn.Module):
+        def __init__(self, output_blocks):
+            super().__init__()
+            self.input_blocks = torch.nn.ModuleList([torch.nn.Identity()])
+            self.output_blocks = output_blocks
+
+    class FakeModel:
+        diffusion_model = UNetLike(model.model.diffusion_model.output_blocks)
+    return FakeModel()
 
 
 def _without_attention_patches(model):

@@ -83,8 +83,8 @@ def test_an_undeclared_model_gets_the_supported_list(families):
         diffusion_model = SomeDiT()
 
     assert families.family_of(FakeModel()) is families.FALLBACK
-    with pytest.raises(ValueError, match="Store Reference Attention: this model \\(SomeDiT\\) has no self-attention "
-                                         "that cross-frame attention can reach.*Supported: SD1.x"):
+    with pytest.raises(ValueError, match="Store Reference Attention: this model's diffusion model is a SomeDiT, "
+                                         "which no model family of the pack covers.*Supported: SD1.x"):
         families.check_supported(FakeModel(), frozenset({"output"}), "Store Reference Attention")
 
 
