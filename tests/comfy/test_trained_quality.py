@@ -81,3 +81,28 @@ def test_fixture_loads_through_comfyui(comfy, trained):
     loaded = comfy.nodes.VAELoader().load_vae(cfa_trained_model.VAE_FILE)[0]
     image = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(0))
     assert torch.equal(loaded.encode(image), vae.encode(image))
+
+
+def test_diffusers_front_end_computes_what_comfyui_computes(trained):
+    """The diffusers parts built from the same files (cfa_trained_model.diffusers_unet / diffusers_vae) give
+    ComfyUI's U-Net output and autoencoder latents and images, up to float round-off."""
+    pytest.importorskip("diffusers", reason="the diffusers front end is an optional extra")
+    import torch
+
+    model, vae = trained
+    unet, tiny = cfa_trained_model.diffusers_unet(), cfa_trained_model.diffusers_vae()
+    g = torch.Generator().manual_seed(3)
+    x, t = torch.randn(2, 4, 18, 24, generator=g), torch.tensor([500.0, 750.0])
+    context = cfa_trained_model.empty_conditioning(2)
+    image = torch.rand(1, 64, 64, 3, generator=g)
+    with torch.no_grad():
+        ours = model.model.diffusion_model(x, t, context=context)
+        theirs = unet(x, t, encoder_hidden_states=context).sample
+        comfy_latent = vae.encode(image)
+        diffusers_latent = tiny.encode(image.movedim(-1, 1) * 2 - 1).latents   # shifted, as the U-Net sees it
+        comfy_image = vae.decode(comfy_latent)
+        diffusers_image = (tiny.decode(diffusers_latent).sample.movedim(1, -1) + 1) / 2
+    assert float((ours - theirs).abs().max() / ours.abs().max()) < 1e-5
+    shift = float(cfa_trained_model.read_metadata()["latent_shift"])
+    assert float((diffusers_latent + shift - comfy_latent).abs().max()) < 1e-5
+    assert float((diffusers_image.clamp(0, 1) - comfy_image).abs().max()) < 1e-4

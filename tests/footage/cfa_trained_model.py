@@ -130,3 +130,57 @@ def comfy_vae(folder: Path | None = None):
 def unconditional(batch_positive: int = 1):
     """ComfyUI conditioning lists (positive, negative) holding the trained empty context."""
     return [[empty_conditioning(batch_positive), {}]], [[empty_conditioning(batch_positive), {}]]
+
+
+# --- the same weights in diffusers (the pack's other front end, cross_frame_diffusers) ------------------------
+# The U-Net as diffusers' UNet2DConditionModel: the layout of UNET_CONFIG in diffusers' words (heads per level =
+# channels / num_head_channels; diffusers names the head count attention_head_dim).
+DIFFUSERS_UNET = dict(sample_size=32, in_channels=4, out_channels=4, block_out_channels=(64, 64, 128),
+                      layers_per_block=1, down_block_types=("CrossAttnDownBlock2D",) * 3,
+                      up_block_types=("CrossAttnUpBlock2D",) * 3, cross_attention_dim=CONTEXT_DIM,
+                      attention_head_dim=(2, 2, 4), use_linear_projection=True, norm_num_groups=32)
+
+
+def diffusers_unet(folder: Path | None = None):
+    """UNet2DConditionModel with the trained weights, converted by diffusers' own LDM-checkpoint converter."""
+    from diffusers import UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
+    from safetensors.torch import load_file
+
+    unet = UNet2DConditionModel(**DIFFUSERS_UNET)
+    ldm = {f"model.diffusion_model.{k}": v.float() for k, v in load_file(str(fixture_path(UNET_FILE, folder))).items()}
+    converted = convert_ldm_unet_checkpoint(ldm, dict(unet.config))
+    unet.load_state_dict(converted, strict=True)
+    return unet.eval()
+
+
+def diffusers_vae(folder: Path | None = None):
+    """The autoencoder as diffusers' AutoencoderTiny (TAESD's layout under other names), latents shifted and
+    scaled as ComfyUI's model config does: diffusers' SD pipelines only scale, so the shift is applied here."""
+    from diffusers import AutoencoderTiny
+    from safetensors.torch import load_file
+
+    meta = read_metadata(folder)
+
+    class ShiftedAutoencoderTiny(AutoencoderTiny):
+        """Encodes to latents minus the training shift (what the U-Net learned on), decodes the reverse."""
+
+        def encode(self, x, return_dict=True):
+            out = super().encode(x, return_dict=True)
+            out.latents = out.latents - self.config.shift_factor
+            return out if return_dict else (out.latents,)
+
+        def decode(self, x, generator=None, return_dict=True):
+            return super().decode(x + self.config.shift_factor, generator=generator, return_dict=return_dict)
+
+    vae = ShiftedAutoencoderTiny(scaling_factor=float(meta["latent_scale"]), shift_factor=float(meta["latent_shift"]))
+    renamed = {}
+    for key, value in load_file(str(fixture_path(VAE_FILE, folder))).items():
+        side, _, rest = key.partition(".")
+        if side == "taesd_encoder":
+            renamed[f"encoder.layers.{rest}"] = value.float()
+        elif side == "taesd_decoder":   # ComfyUI's decoder starts with its clamp at index 0; diffusers' does not
+            index, _, tail = rest.partition(".")
+            renamed[f"decoder.layers.{int(index) - 1}.{tail}"] = value.float()
+    vae.load_state_dict(renamed, strict=True)
+    return vae.eval()
