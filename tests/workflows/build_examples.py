@@ -434,8 +434,9 @@ def wan_long_video(info):
         "and looped ones. On ComfyUI 0.30.0 the node also shows freenoise (on by default), retain_first_frame "
         "and split_conds_to_windows.\n"
         "3. Cross-Window Anchors: every window after the first also attends to the clip's first latent frame "
-        "and the previous window's last one, so the windows keep one look. The first window is sampled as "
-        "without it. Bypass the node to compare.\n"
+        "and the previous window's last one, so the windows keep one look. The first window's own attention is "
+        "left alone, but these windows overlap: from the second step on, the blend brings the anchored next "
+        "window back into its last frames. Bypass the node to compare.\n"
         "4. Measure Temporal Consistency marks the window joins: its window_length 9 / window_overlap 4 are the "
         "windows in latent frames, latent_temporal_scale 4 is Wan's. Change them with the windows.\n"
         "Press Run: the video lands in output/video/.",
