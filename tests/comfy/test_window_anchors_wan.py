@@ -162,6 +162,7 @@ def test_a_window_only_depends_on_the_windows_before_it(comfy, wan):
     assert rel_diff(short, long[:, :, :4]) <= TOL
 
 
+@pytest.mark.thread_sensitive
 def test_identical_frames(comfy, wan):
     """A clip of identical latent frames with identical noise in every frame. Anchors are appended keys, so
     the result stays exactly plain only where they duplicate the window's keys uniformly: windows of two
