@@ -11,9 +11,17 @@ The uniform and looped schedules move their windows from step to step, so they h
 A join spans the frames where both windows count: from the first frame of the new window to the first frame
 the previous window no longer covers (one frame pair without overlap). Its jump is the change across that
 span: for a per-frame level (mean luma, mean colour) the change from the frame before the span to its last
-frame, i.e. the whole cross-fade; for a per-pair score (warp error) the largest pair in the span. Each jump
-is compared with the median of the same measure over equally long stretches that lie inside windows (no
-join pair in them): the ratio says how many times the usual change the join is.
+frame, i.e. the whole cross-fade; for a per-pair score (warp error) the mean over the span's pairs.
+
+The jump is compared per frame pair, because a cross-fade can be longer than any stretch without a join (Wan's
+wan_long_video example: 81 frames, windows of 9 latents overlapping 4, joins 17 and 29 frame pairs long, the
+longest stretch without a join 16): the join's change per pair (a level's jump divided by the span's pairs;
+a score's mean already is one) against the median of one frame pair "inside", i.e. outside every join span.
+For core's placements those are the pairs whose two frames one and the same window alone covers (no blend).
+Both fixed schedules leave such pairs at every setting with several video frames per latent (the last latent
+is the last window's alone); with one latent per frame they can be missing (windows that advance one frame
+at a time, a clip one frame longer than a window): then there is no ratio.
+The uniform and looped schedules move their windows every step, so no frame is a join or inside for good.
 """
 from __future__ import annotations
 
@@ -93,12 +101,12 @@ def as_spans(joins: Sequence, frames: int) -> list:
     return spans
 
 
-def _inside_starts(frames: int, spans: list, pairs: int) -> list:
-    """Frames i where the stretch i .. i + pairs holds no join pair (all its pairs lie inside windows)."""
+def inside_pairs(frames: int, spans: list) -> list:
+    """The frames t whose pair (t - 1, t) lies outside every join span: inside one window, unblended."""
     at_join = np.zeros(frames, dtype=bool)
     for s in spans:
         at_join[s.start:s.end + 1] = True
-    return [i for i in range(frames - pairs) if not at_join[i + 1:i + pairs + 1].any()]
+    return [t for t in range(1, frames) if not at_join[t]]
 
 
 def _median(values) -> Optional[float]:
@@ -106,44 +114,45 @@ def _median(values) -> Optional[float]:
     return float(np.median(values)) if values else None
 
 
-def _ratio(jump, inside) -> Optional[float]:
+def _ratio(per_pair, inside) -> Optional[float]:
     # Nothing inside to compare with, or a perfectly still inside (a synthetic clip): no ratio.
-    if jump is None or inside is None or inside < 1e-9:
+    if per_pair is None or inside is None or inside < 1e-9:
         return None
-    return float(jump / inside)
+    return float(per_pair / inside)
 
 
-def level_change(levels: np.ndarray, distance: Callable) -> Callable:
-    """Change of a per-frame level between frames i and j."""
-    return lambda i, j: float(distance(levels[j], levels[i]))
+class JoinMeasure(NamedTuple):
+    """change(i, j): the jump from frame i to frame j; per_pair(i, j): the same change per frame pair."""
+    change: Callable
+    per_pair: Callable
 
 
-def pair_peak(pair_scores: Sequence) -> Callable:
-    """Largest per-pair score over the pairs (i, i+1) .. (j-1, j); None where there is none (frame 0, NaN)."""
-    def peak(i, j):
+def level_change(levels: np.ndarray, distance: Callable) -> JoinMeasure:
+    """Change of a per-frame level between frames i and j; per pair: that change over the j - i pairs."""
+    def change(i, j):
+        return float(distance(levels[j], levels[i]))
+    return JoinMeasure(change, lambda i, j: change(i, j) / (j - i))
+
+
+def pair_mean(pair_scores: Sequence) -> JoinMeasure:
+    """Mean of a per-pair score over the pairs (i, i+1) .. (j-1, j) (already per pair); None where there is none
+    (frame 0, NaN: a pair without any trusted pixel)."""
+    def mean(i, j):
         values = [v for v in pair_scores[i + 1:j + 1] if v is not None and math.isfinite(v)]
-        return max(values) if values else None
-    return peak
+        return float(np.mean(values)) if values else None
+    return JoinMeasure(mean, mean)
 
 
 def join_jumps(measures: dict, frames: int, spans: list) -> tuple[list, dict]:
-    """Per join: {"frame", "span", "<name>_jump", "<name>_ratio"} for each measure (name -> change(i, j),
-    the change from frame i to frame j); and the inside-window median of each measure for one frame pair."""
+    """Per join: {"frame", "span", "pairs", "<name>_jump", "<name>_ratio"} for each measure (name -> JoinMeasure);
+    and the inside median of each measure for one frame pair (None where no pair lies inside)."""
+    inside_at = inside_pairs(frames, spans)
+    inside = {name: _median(m.per_pair(t - 1, t) for t in inside_at) for name, m in measures.items()}
     result = []
-    inside_cache = {}
-
-    def inside(name, pairs):
-        if (name, pairs) not in inside_cache:
-            change = measures[name]
-            inside_cache[name, pairs] = _median(change(i, i + pairs) for i in _inside_starts(frames, spans, pairs))
-        return inside_cache[name, pairs]
-
     for span in spans:
-        pairs = span.end - span.start + 1
-        row = {"frame": span.start, "span": [span.start, span.end]}
-        for name, change in measures.items():
-            jump = change(span.start - 1, span.end)
-            row[f"{name}_jump"] = jump
-            row[f"{name}_ratio"] = _ratio(jump, inside(name, pairs))
+        row = {"frame": span.start, "span": [span.start, span.end], "pairs": span.end - span.start + 1}
+        for name, m in measures.items():
+            row[f"{name}_jump"] = m.change(span.start - 1, span.end)
+            row[f"{name}_ratio"] = _ratio(m.per_pair(span.start - 1, span.end), inside[name])
         result.append(row)
-    return result, {name: inside(name, 1) for name in measures}
+    return result, inside

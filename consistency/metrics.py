@@ -11,7 +11,8 @@ All scores are mean absolute differences on the 0-255 scale, so they read like p
   units, lightness left out).
 - frame difference (frame t): |frame t - frame t-1| without motion compensation, for reference.
 Frame 0 has no predecessor: its warp error, flicker and frame difference are None.
-With window joins given (joins.py): the change across each join against the median change inside windows.
+With window joins given (joins.py): the change across each join, and per frame pair against the median frame
+pair inside a single window.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import torch
 
 from .drift import chroma_distance, drift_curves, frame_lab, frame_luma
 from .flow import DisFlow, FlowFunction
-from .joins import as_spans, join_jumps, level_change, pair_peak
+from .joins import as_spans, inside_pairs, join_jumps, level_change, pair_mean
 from .warp import Grid, consistent_pixels, flow_magnitude, warp
 
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float64)  # Rec. 601, as OpenCV's RGB->gray
@@ -111,12 +112,14 @@ class ConsistencyReport:
     source: Optional[SequenceCurves]
     flow_magnitude: list    # mean |flow| in pixels per frame (None at frame 0)
     trusted_fraction: list  # share of pixels that passed the occlusion check (1.0 unmasked; None at frame 0)
-    # Window joins: {"spans", "note", "result": per-join rows, "source": rows or None, "inside_median"}; None
-    # when no joins were given.
+    # Window joins: {"spans", "note", "result": per-join rows, "source": rows or None, "inside_pairs": how many
+    # frame pairs lie outside every join, "inside_median": per measure, of one such pair}; None when no joins
+    # were given.
     joins: Optional[dict] = None
 
     def worst_join(self) -> Optional[dict]:
-        """The result's join with the largest ratio to the inside-window change, over all measures."""
+        """The result's join with the largest ratio (its change per frame pair against one frame pair inside a
+        single window), over all measures."""
         best = None
         for row in (self.joins or {}).get("result") or []:
             for name in JOIN_MEASURES:
@@ -137,22 +140,22 @@ class ConsistencyReport:
         return out
 
     def join_lines(self) -> list:
-        """One line per window join: the result's jump of each measure and its ratio to the inside-window
-        median (the source's ratios beside them when it was given)."""
+        """One line per window join: the result's jump of each measure and its ratio per frame pair to the
+        inside median (the source's ratios beside them when it was given)."""
         if not self.joins:
             return []
         lines = []
         sources = self.joins["source"] or [None] * len(self.joins["result"])
+        missing = "no change" if self.joins["inside_pairs"] else "nothing"  # why a ratio is None
         for row, src in zip(self.joins["result"], sources):
-            start, end = row["span"]
-            where = f"frame {start}" if start == end else f"frames {start}-{end}"
+            where = _where(row["span"])
             parts = []
             for name in JOIN_MEASURES:
                 jump, ratio = row[f"{name}_jump"], row[f"{name}_ratio"]
                 if jump is None:
                     continue
                 parts.append(f"{JOIN_LABELS[name]} {jump:.2f}"
-                             + (f" ({ratio:.1f}x inside)" if ratio is not None else " (nothing inside to compare)"))
+                             + (f" ({ratio:.1f}x inside)" if ratio is not None else f" ({missing} inside to compare)"))
             line = f"join at {where}: " + ", ".join(parts)
             if src is not None:
                 ratios = [f"{JOIN_LABELS[n]} {src[f'{n}_ratio']:.1f}x" for n in JOIN_MEASURES
@@ -164,8 +167,14 @@ class ConsistencyReport:
 
     def text(self) -> str:
         """The summary line, then one line per window join (the node's text output)."""
-        note = [f"window joins: {self.joins['note']}"] if self.joins and self.joins["note"] else []
-        return "\n".join([self.summary_line(), *note, *self.join_lines()])
+        note = self.joins["note"] if self.joins else ""
+        if self.joins and self.joins["spans"]:
+            inside = self.joins["inside_pairs"]
+            how = (f"ratio = a join's change per frame pair / the median frame pair inside a single window "
+                   f"({inside} such pairs)" if inside else
+                   "no frame pair lies inside a single window (every pair touches a join): no ratio")
+            note = f"{note}; {how}" if note else how
+        return "\n".join([self.summary_line(), *([f"window joins: {note}"] if note else []), *self.join_lines()])
 
     def summary_line(self) -> str:
         """One line for the node's face: the result's scores, the source's beside them, and how they were
@@ -178,8 +187,11 @@ class ConsistencyReport:
 
         worst = s["worst_join"]
         join = "" if worst is None else (
-            f"; worst join at frame {worst['frame']}: {JOIN_LABELS[worst['measure']]} jump {worst['jump']:.2f} "
-            f"({worst['ratio']:.1f}x inside windows)")
+            f"; worst join at {_where(worst['span'])}: {JOIN_LABELS[worst['measure']]} jump {worst['jump']:.2f} "
+            f"({worst['ratio']:.1f}x inside windows per frame pair)")
+        if worst is None and self.joins and self.joins["spans"]:
+            missing = "no change" if self.joins["inside_pairs"] else "nothing"
+            join = f"; window joins: no ratio ({missing} inside a single window to compare)"
 
         how = (f"{self.frames} frames, flow: {self.flow_method} on the {self.flow_on}"
                + (", occlusions masked" if self.masked else ", no occlusion mask"))
@@ -236,11 +248,16 @@ JOIN_MEASURES = ("luma", "chroma", "warp")
 JOIN_LABELS = {"luma": "luma", "chroma": "colour", "warp": "warp error"}
 
 
+def _where(span) -> str:
+    start, end = span
+    return f"frame {start}" if start == end else f"frames {start}-{end}"
+
+
 def _join_measures(clip: np.ndarray, warp_error: list) -> dict:
     """The changes compared at window joins: mean luma (0-255), mean colour (a*b* distance), warp error."""
     return {"luma": level_change(frame_luma(clip), lambda a, b: abs(a - b)),
             "chroma": level_change(frame_lab(clip), chroma_distance),
-            "warp": pair_peak(warp_error)}
+            "warp": pair_mean(warp_error)}
 
 
 def _colour_curves(clip: np.ndarray) -> tuple[list, list, list]:
@@ -324,6 +341,7 @@ def measure_consistency(result, source=None, flow: Optional[FlowFunction] = None
     if window_joins is not None:  # given, even if empty: the note then says why there is no join
         rows, inside = join_jumps(_join_measures(result, warp_result), frames, spans)
         joins = {"spans": [list(s) for s in spans], "note": join_note, "result": rows, "source": None,
+                 "inside_pairs": len(inside_pairs(frames, spans)),
                  "inside_median": {"result": inside, "source": None}}
         if source is not None:
             joins["source"], joins["inside_median"]["source"] = join_jumps(

@@ -70,7 +70,8 @@ def render_plot(report: ConsistencyReport, title: str = "", width: int = 1024, h
     if joins:
         worst = summary["worst_join"]
         axes[0].set_title(f"vertical lines: {len(joins)} window join(s)"
-                          + (f"; worst at frame {worst['frame']}: {worst['ratio']:.1f}x the change inside windows "
+                          + (f"; worst at frame {worst['frame']}: {worst['ratio']:.1f}x the change per frame pair "
+                             f"inside windows "
                              f"({JOIN_LABELS[worst['measure']]})" if worst else ""), fontsize=8, loc="right")
     axes[-1].set_xlabel("frame")
     axes[-1].set_xlim(0, max(report.frames - 1, 1))

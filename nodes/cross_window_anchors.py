@@ -50,7 +50,8 @@ class CrossWindowAnchors(io.ComfyNode):
                         "or WAN Context Windows, schedule batched or standard_static): every window after the "
                         "first also attends to the clip's first latent frame and the previous window's last "
                         "latent frame, at the same layer and step, in one sampler pass. The first window is "
-                        "sampled as without this node.",
+                        "sampled as without this node where windows do not overlap (overlapping windows blend "
+                        "later, anchored windows back into it from the second step on).",
             inputs=[
                 io.Model.Input("model", tooltip="A Wan 2.1 / 2.2 or Wan VACE model, with or without its context "
                                                 "windows node (either order)."),

@@ -119,9 +119,9 @@ class MeasureTemporalConsistency(io.ComfyNode):
             io.Int.Input("window_length", default=0, min=0, max=4096, optional=True,
                          tooltip="Where the clip was made in context windows: the window length in LATENT frames, "
                                  "the context_length of core's Context Windows (Manual). The plot marks each "
-                                 "join and the text lists the jump there against the change inside windows. "
-                                 "0: no windows. (WAN Context Windows (Manual) takes video frames: type "
-                                 "(context_length - 1) / 4 + 1 here.)"),
+                                 "join and the text lists the jump there, per frame pair against the change "
+                                 "inside a single window. 0: no windows. (WAN Context Windows (Manual) takes "
+                                 "video frames: type (context_length - 1) / 4 + 1 here.)"),
             io.Int.Input("window_overlap", default=0, min=0, max=4096, optional=True,
                          tooltip="The window overlap in LATENT frames, the context_overlap of Context Windows "
                                  "(Manual). (WAN Context Windows (Manual): its context_overlap / 4.)"),

@@ -22,6 +22,7 @@ import comfy.model_management
 
 from ..attention import CrossFrameError
 from ..attention.windows import largest_window, window_bounds
+from .animatediff_guard import refuse_windows_under_animatediff
 from .window_controls import check_hint_batch, slice_control
 
 log = logging.getLogger("CrossFrameAttention")
@@ -168,6 +169,10 @@ class ClipWindows(comfy.context_windows.ContextHandlerABC):
     def execute(self, calc_cond_batch, model, conds, x_in, timestep, model_options):
         run = self.patch.run
         n = x_in.shape[0]
+        refuse_windows_under_animatediff(
+            model_options, n, f"frames_per_batch windows of {self.size}",
+            f"Set frames_per_batch to {n} or more, so {self.who} samples the whole clip in one batch (0 = auto "
+            "picks windows when the clip does not fit in free memory).", self.who)
         self._model = model
         per_frame_t = _per_frame(timestep, n)
         outs = [torch.empty_like(x_in) for _ in conds]
@@ -235,6 +240,10 @@ class UserWindows(comfy.context_windows.ContextHandlerABC):
                 sub_conds = [self.conditioning.cut(c, n, start, stop, model_) for c in sub_conds]
             return calc_cond_batch(model_, sub_conds, sub_x, sub_t, options)
 
+        refuse_windows_under_animatediff(
+            model_options, n, "the model's Context Windows (Manual)",
+            "Remove Context Windows (Manual) from the model, so the clip is sampled in one batch.",
+            self.conditioning.who)
         self._check_step_lookup(timestep, model_options)
         run.begin_evaluation()
         try:

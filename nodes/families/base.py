@@ -20,6 +20,7 @@ from typing import Callable
 from ...attention import FrameRun
 from ...attention.errors import CrossFrameError
 from ...attention.options import block_names, block_selector
+from ..animatediff_guard import refuse_animatediff_context
 from ..windows import window_frames
 
 
@@ -69,8 +70,13 @@ class CrossFramePatch:
 
     def window_frames(self, extra_options) -> tuple[int, ...] | None:
         """The clip frames this model call holds when the evaluation is split into context windows (core's
-        or the pack's, both set `transformer_options["context_window"]`); None = the whole clip."""
-        return self._window.frames(extra_options.get("context_window"))
+        or the pack's, both set `transformer_options["context_window"]`); None = the whole clip. Windows
+        that only AnimateDiff-Evolved knows of (its context options) are refused here."""
+        window = extra_options.get("context_window")
+        if window is None:
+            refuse_animatediff_context(extra_options, self.who)
+            return None
+        return self._window.frames(window)
 
 
 class _WindowCache(threading.local):

@@ -282,6 +282,55 @@ def test_wan_latent_windows_are_placed_in_video_frames(measure, temp_dir):
     assert report["window_joins"]["result"][0]["luma_jump"] > 25
 
 
+def example_measure_settings(name="wan_long_video"):
+    """The window inputs of the Measure node in a shipped example (its API form), and the clip's frame count."""
+    graph = json.loads((Path(__file__).resolve().parents[2] / "example_workflows" / "api" / f"{name}.json").read_text())
+    (node,) = [n for n in graph.values() if n["class_type"] == NODE_ID]
+    (latent,) = [n for n in graph.values() if n["class_type"] == "EmptyHunyuanLatentVideo"]
+    keys = ("window_length", "window_overlap", "window_schedule", "latent_temporal_scale")
+    return {k: node["inputs"][k] for k in keys}, latent["inputs"]["length"]
+
+
+def graded_windows(frames, window_length, window_overlap, window_schedule, latent_temporal_scale, seam=12.0):
+    """A clip (IMAGE) whose first window is `seam` grey levels darker than the others, cross-faded where
+    windows overlap, with fresh grain on every frame: the first join is the seam."""
+    windows = _consistency().joins.context_windows(
+        _consistency().joins.latent_frames_for(frames, latent_temporal_scale), window_length, window_overlap,
+        window_schedule)
+    g = torch.Generator().manual_seed(4)
+    levels = []
+    for t in range(frames):
+        latent = 0 if t == 0 else (t - 1) // latent_temporal_scale + 1
+        covering = [k for k, w in enumerate(windows) if latent in w]
+        levels.append(100 + seam * sum(k > 0 for k in covering) / len(covering))
+    clip = torch.tensor(levels)[:, None, None, None] + 3 * torch.randn(frames, 16, 24, 3, generator=g)
+    return (clip / 255).clamp(0, 1)
+
+
+@pytest.mark.parametrize("schedule", ["as shipped", "batched"])
+def test_wan_example_settings_name_a_worst_join(measure, temp_dir, schedule):
+    """wan_long_video's own settings (81 frames, windows of 9 latents overlapping 4, Wan's 4 frames per latent):
+    its joins span 17, 17 and 29 frame pairs, longer than any stretch without a join, and every one still gets
+    a ratio (per frame pair, against one pair inside a single window); the summary names the seam."""
+    settings, frames = example_measure_settings()
+    assert (frames, settings["window_length"], settings["window_overlap"], settings["latent_temporal_scale"]) == (
+        81, 9, 4, 4), "the example changed: check the spans below"
+    if schedule == "batched":
+        settings["window_schedule"] = "batched"
+    out = run(measure, graded_windows(frames, **settings), occlusion_mask=False, **settings)
+    report, summary = json.loads(out.args[1]), out.args[2]
+    spans = report["window_joins"]["spans"]
+    assert spans == ([[17, 33], [37, 53], [45, 73]] if schedule != "batched" else [[33, 33], [69, 69]])
+    assert all(row[f"{m}_ratio"] is not None for row in report["window_joins"]["result"]
+               for m in ("luma", "chroma", "warp"))
+    assert "nothing inside" not in summary and "no ratio" not in summary
+    first = spans[0]
+    where = f"frames {first[0]}-{first[1]}" if first[0] != first[1] else f"frame {first[0]}"
+    assert report["summary"]["worst_join"]["span"] == first
+    assert f"worst join at {where}: luma jump" in summary.split("\n")[0]
+    assert "such pairs)" in summary.split("\n")[1]
+
+
 def test_one_window_and_bad_window_settings(measure, temp_dir):
     out = run(measure, stepped(frames=8), occlusion_mask=False, window_length=16)
     assert "one window covers" in out.args[2]

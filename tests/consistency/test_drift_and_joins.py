@@ -7,7 +7,7 @@ import pytest
 
 from cfa_consistency import measure_consistency, render_plot
 from cfa_consistency.drift import drift_curves, frame_lab, frame_luma
-from cfa_consistency.joins import JoinSpan, as_spans, context_windows, window_joins
+from cfa_consistency.joins import JoinSpan, as_spans, context_windows, inside_pairs, window_joins
 from cfa_consistency.plot import JOIN_STYLE
 
 
@@ -145,6 +145,46 @@ def test_join_spans_validate():
         measure_consistency(flat_clip([1, 2, 3]), window_joins=[3])
 
 
+def latent_of(frame, scale):
+    """The latent frame holding a video frame (frame 0 alone, then `scale` frames per latent)."""
+    return 0 if frame == 0 else (frame - 1) // scale + 1
+
+
+@pytest.mark.parametrize("schedule", ["standard_static", "batched"])
+@pytest.mark.parametrize("scale", [1, 4])
+def test_inside_pairs_are_those_one_window_alone_covers(schedule, scale):
+    """The ratios' reference: frame pairs outside every join are exactly the pairs whose two frames one and the
+    same window alone covers (no blend there), counted from the windows' coverage, for many settings."""
+    for latents in (5, 9, 17, 21):
+        for length in range(1, latents + 1):
+            for overlap in range(length if schedule == "standard_static" else 1):
+                frames = 1 + scale * (latents - 1)
+                windows = context_windows(latents, length, overlap, schedule)
+                covered_by = [[k for k, w in enumerate(windows) if latent in w] for latent in range(latents)]
+                alone = [t for t in range(1, frames)
+                         if len(covered_by[latent_of(t - 1, scale)]) == 1
+                         and covered_by[latent_of(t - 1, scale)] == covered_by[latent_of(t, scale)]]
+                spans = window_joins(frames, length, overlap, schedule, temporal_scale=scale)
+                assert inside_pairs(frames, spans) == alone, (latents, length, overlap)
+                if scale > 1:  # the last latent is the last window's alone: never nothing to compare with
+                    assert alone, (latents, length, overlap)
+
+
+def test_one_latent_per_frame_leaves_no_inside_pair_only_where_windows_step_by_one_frame():
+    # Windows that advance one frame at a time, or a clip one frame longer than its window: every pair touches
+    # a join, so there is no ratio (and the text says why); any other step leaves pairs to compare with.
+    for frames, length, overlap in ((24, 8, 7), (17, 16, 4), (24, 1, 0)):
+        assert inside_pairs(frames, window_joins(frames, length, overlap)) == [], (frames, length, overlap)
+    assert inside_pairs(24, window_joins(24, 8, 6)) and inside_pairs(18, window_joins(18, 16, 4))
+    clip = grainy(flat_clip([100] * 17))
+    report = measure_consistency(clip, mask_occlusions=False, window_joins=window_joins(17, 16, 4),
+                                 join_note="windows of 16 overlapping 4")
+    assert report.joins["inside_pairs"] == 0 and report.summary()["worst_join"] is None
+    assert "(nothing inside to compare)" in report.join_lines()[0]
+    assert "no ratio (nothing inside a single window to compare)" in report.summary_line()
+    assert "no frame pair lies inside a single window" in report.text().split("\n")[1]
+
+
 # --- the jump at a join -------------------------------------------------------------------------------------
 
 def stepped_clip(frames=24, step_at=12, step=30, noise=1.0, seed=3):
@@ -210,6 +250,65 @@ def test_source_joins_and_the_no_inside_case():
     assert all(j["luma_ratio"] is None and j["luma_jump"] == pytest.approx(10.0) for j in report.joins["result"])
 
 
+def graded_windows(latents, length, overlap, schedule, scale, grades, seed=11):
+    """A clip made the way context windows make one, with a known seam: each window renders a grey picture
+    with fresh grain at its own grade (a brightness offset and a warm/cool cast of `grades[k]`), and frames
+    several windows cover blend them with weights that fall towards each window's ends (as core's pyramid
+    fuse does). The picture brightens slowly (0.1 a frame) so the inside of a window changes too."""
+    windows = context_windows(latents, length, overlap, schedule)
+    frames = 1 + scale * (latents - 1)
+    rng = np.random.default_rng(seed)
+    clip = np.empty((frames, 20, 28, 3))
+    for t in range(frames):
+        latent = latent_of(t, scale)
+        weights = np.array([1.0 + min(latent - w.start, w.stop - 1 - latent) if latent in w else 0.0
+                            for w in windows])
+        grade = float(weights @ np.asarray(grades, dtype=float)) / weights.sum()
+        clip[t] = 90 + 0.1 * t + grade + rng.normal(0, 3, (20, 28, 3))
+        clip[t, ..., 0] += grade / 2  # the grade warms the picture as it brightens it
+        clip[t, ..., 2] -= grade / 2
+    return np.clip(clip, 0, 255).round().astype(np.uint8), window_joins(frames, length, overlap, schedule, scale)
+
+
+@pytest.mark.parametrize("latents, length, overlap, schedule, scale", [
+    (21, 9, 4, "standard_static", 4),   # wan_long_video: 81 frames, joins of 17, 17 and 29 frame pairs
+    (21, 8, 2, "standard_static", 4),
+    (40, 16, 12, "standard_static", 1),  # joins of 13 pairs, at most 3 pairs in a row without a join
+    (40, 10, 0, "batched", 1),
+    (21, 6, 0, "batched", 4),
+])
+def test_the_graded_join_is_the_worst_whatever_the_overlap(latents, length, overlap, schedule, scale):
+    """Windows 0 and 1 differ by 12 grey levels, the later ones are window 1's grade: the first join is the
+    seam. Joins longer than any stretch without a join still get ratios (per frame pair, against one pair
+    inside a single window), the seam's well above the others', and the summary names it."""
+    windows = context_windows(latents, length, overlap, schedule)
+    clip, spans = graded_windows(latents, length, overlap, schedule, scale, [0.0] + [12.0] * (len(windows) - 1))
+    report = measure_consistency(clip, mask_occlusions=False, window_joins=spans)
+    rows = report.joins["result"]
+    assert [r["span"] for r in rows] == [list(s) for s in spans] and len(rows) >= 2
+    assert all(r["luma_ratio"] is not None and r["chroma_ratio"] is not None for r in rows)
+    seam, quiet = rows[0], rows[1:]
+    assert seam["pairs"] == spans[0].end - spans[0].start + 1
+    # The whole cross-fade: the grade (12, and its cast's luma, 6 * (0.2126 - 0.0722)) and the clip's own
+    # brightening over the span's pairs.
+    assert seam["luma_jump"] == pytest.approx(12 + 6 * (0.2126 - 0.0722) + 0.1 * seam["pairs"], abs=1)
+    # Per frame pair the cross-fade still changes faster than the inside (luma several times, the colour
+    # cast, 5 dE spread over up to 17 pairs, half again as fast), and faster than at any other join (with
+    # windows overlapping three deep the next join still blends window 1's grade away, so it shows too).
+    assert seam["luma_ratio"] > 3 and seam["chroma_ratio"] > 1.5
+    assert all(r["luma_ratio"] < seam["luma_ratio"] and r["chroma_ratio"] < seam["chroma_ratio"] for r in quiet)
+    worst = report.summary()["worst_join"]
+    assert worst["frame"] == spans[0].start and worst["ratio"] > 3
+    assert f"worst join at frame{'s' if seam['pairs'] > 1 else ''} {spans[0].start}" in report.summary_line()
+
+
+def test_without_a_seam_overlapping_joins_read_as_inside():
+    # The same clip at one grade: at wan_long_video's settings every join's ratio stays near the inside's.
+    clip, spans = graded_windows(21, 9, 4, "standard_static", 4, [0.0] * 4)
+    rows = measure_consistency(clip, mask_occlusions=False, window_joins=spans).joins["result"]
+    assert all(r["luma_ratio"] < 1.5 and r["chroma_ratio"] < 1.5 and r["warp_ratio"] < 1.5 for r in rows)
+
+
 def test_join_report_in_json_text_and_summary():
     clip = stepped_clip()
     report = measure_consistency(clip, mask_occlusions=False, window_joins=[6, 12, 18],
@@ -221,7 +320,11 @@ def test_join_report_in_json_text_and_summary():
     text = report.join_lines()
     assert len(text) == 3 and text[1].startswith("join at frame 12:") and "x inside" in text[1]
     assert "worst join at frame 12" in report.summary_line()
-    assert report.text().split("\n") == [report.summary_line(), "window joins: context windows 6 overlap 0", *text]
+    inside = 24 - 1 - 3  # 23 frame pairs, 3 of them at a join
+    assert report.joins["inside_pairs"] == inside
+    assert report.text().split("\n") == [
+        report.summary_line(), "window joins: context windows 6 overlap 0; ratio = a join's change per frame pair "
+        f"/ the median frame pair inside a single window ({inside} such pairs)", *text]
     assert data["text"] == report.text()
     # Joins asked for but none there (one window covers the clip): the note says so, nothing else is added.
     one_window = measure_consistency(clip, mask_occlusions=False, window_joins=[], join_note="one window")

@@ -22,7 +22,7 @@ import torch
 
 import cfa_diffusers_tiny as tiny
 from cross_frame_attention import CrossFrameError, FrameRun
-from cross_frame_attention.diffusers_frontend.model_windows import HOOK_NAME
+from cross_frame_diffusers.model_windows import HOOK_NAME
 
 # Max |difference| relative to the output's max |value| (latents reach about 12 to 14 here). Measured on CPU
 # fp32 (diffusers 0.42, torch 2.14): <= 2e-6 between paths that must agree, 0.04 to 0.2 per frame where the

@@ -20,9 +20,9 @@ from diffusers import StableDiffusionControlNetImg2ImgPipeline, StableDiffusionI
 
 import cfa_diffusers_tiny as tiny  # noqa: E402
 
-from cross_frame_attention.diffusers_frontend.pipeline import (CrossFrameImg2ImgPipeline,  # noqa: E402
-                                                       CrossFrameVideoPipeline)
-from cross_frame_attention.diffusers_frontend.processor import CrossFrameAttnProcessor  # noqa: E402
+from cross_frame_diffusers.pipeline import (CrossFrameImg2ImgPipeline,  # noqa: E402
+                                            CrossFrameVideoPipeline)
+from cross_frame_diffusers.processor import CrossFrameAttnProcessor  # noqa: E402
 from pipeline_contract import FRAMES, SEED, TOL, VideoPipelineContract, assert_untouched  # noqa: E402
 
 

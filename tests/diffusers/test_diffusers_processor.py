@@ -13,9 +13,9 @@ import torch  # noqa: E402
 import cfa_diffusers_tiny as tiny  # noqa: E402
 
 from cross_frame_attention import CrossFrameError, CrossFrameOptions, FrameRun, RunPlan  # noqa: E402
-from cross_frame_attention.diffusers_frontend.processor import (CrossFrameAttnProcessor, CrossFrameContext,  # noqa: E402
-                                                        StepHook, block_group, install_processors,
-                                                        restore_processors, select_layers)
+from cross_frame_diffusers.processor import (CrossFrameAttnProcessor, CrossFrameContext,  # noqa: E402
+                                             StepHook, block_group, install_processors,
+                                             restore_processors, select_layers)
 
 TOL = 1e-4
 FRAMES = 3
@@ -152,7 +152,7 @@ def test_unet_call_without_the_step_hook_is_an_error():
 def test_rows_cut_per_window_and_joined_back_in_place():
     from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 
-    from cross_frame_attention.diffusers_frontend.model_windows import cut_rows, join_rows
+    from cross_frame_diffusers.model_windows import cut_rows, join_rows
 
     frames, groups = 5, 2
     batch = torch.arange(groups * frames, dtype=torch.float32)[:, None]   # row r holds r

@@ -20,8 +20,8 @@ from diffusers import StableDiffusionXLControlNetImg2ImgPipeline as StockXL  # n
 
 import cfa_diffusers_tiny as tiny  # noqa: E402
 
-from cross_frame_attention.diffusers_frontend import pipeline as pipeline_module  # noqa: E402
-from cross_frame_attention.diffusers_frontend.pipeline import CrossFrameVideoXLPipeline  # noqa: E402
+from cross_frame_diffusers import pipeline as pipeline_module  # noqa: E402
+from cross_frame_diffusers.pipeline import CrossFrameVideoXLPipeline  # noqa: E402
 from pipeline_contract import FRAMES, SEED, TOL, VideoPipelineContract, assert_rejected  # noqa: E402
 
 GUIDANCE = 5.0

@@ -22,10 +22,11 @@ import PIL.Image
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..errors import CrossFrameError
-from ..options import CrossFrameOptions, block_names
-from ..planner import RunPlanner
-from ..run import FrameRun
+from cross_frame_attention.errors import CrossFrameError
+from cross_frame_attention.options import CrossFrameOptions, block_names
+from cross_frame_attention.planner import RunPlanner
+from cross_frame_attention.run import FrameRun
+
 from .model_windows import CallWindows
 from .processor import BLOCK_GROUPS, CrossFrameContext, StepHook, install_processors, restore_processors
 

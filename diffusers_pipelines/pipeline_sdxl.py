@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 from diffusers import StableDiffusionXLControlNetImg2ImgPipeline
 
-from ..errors import CrossFrameError
+from cross_frame_attention.errors import CrossFrameError
+
 from .video_loop import CALL_DOC, ControlNetFramesMixin, CrossFrameClipMixin, options_from
 
 __all__ = ["CrossFrameVideoXLPipeline"]

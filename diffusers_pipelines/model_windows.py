@@ -22,8 +22,8 @@ from typing import Callable
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
 
-from ..errors import CrossFrameError
-from ..windows import window_bounds
+from cross_frame_attention.errors import CrossFrameError
+from cross_frame_attention.windows import window_bounds
 
 
 def cut_rows(value, images: int, groups: int, start: int, stop: int):

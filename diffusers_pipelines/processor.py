@@ -1,6 +1,8 @@
 """Cross-frame attention as a diffusers attention processor (the diffusers front end of the core).
 
-Importing this module imports diffusers; `attention/__init__.py` never does, so ComfyUI users don't need it.
+Part of the diffusers front end (`cross_frame_diffusers`, folder diffusers_pipelines/), which drives the
+torch-only core (`cross_frame_attention`); the core and the ComfyUI nodes never import it, so ComfyUI users
+don't need diffusers.
 
 Pieces:
 - `CrossFrameContext`: the one object all processors of a U-Net share. The pipeline puts the clip's `FrameRun`
@@ -23,8 +25,8 @@ from typing import Any, Iterable
 import torch
 import torch.nn.functional as F
 
-from ..errors import CrossFrameError
-from ..run import FrameRun
+from cross_frame_attention.errors import CrossFrameError
+from cross_frame_attention.run import FrameRun
 
 # Spatial self-attention of a UNet2DConditionModel (SD1.x, SD2.x, SDXL shapes alike): the `attn1` of a
 # transformer block inside an `attentions` list of a down block, the mid block or an up block. Motion modules
