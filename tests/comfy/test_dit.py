@@ -45,6 +45,7 @@ def ks(comfy, d, latent, model=None, **kw):
     return ksampler(comfy, d["model"] if model is None else model, d["conds"], latent, **{**DIT, **kw})
 
 
+@pytest.mark.thread_sensitive
 def test_frame_zero_is_plain_sampling_and_the_method_acts(comfy, dit):
     whole, latent = dit["whole"], dit["latent"]
     assert torch.isfinite(whole["samples"]).all()
@@ -54,6 +55,7 @@ def test_frame_zero_is_plain_sampling_and_the_method_acts(comfy, dit):
     assert rel_diff(whole["samples"][1:], plain["samples"][1:]) > 1e-2
 
 
+@pytest.mark.thread_sensitive
 def test_identical_frames_equal_plain_sampling(comfy, dit):
     frame = dit["latent"]["samples"][:1]
     clip = {"samples": frame.repeat(3, *([1] * (frame.ndim - 1))), "batch_index": [0, 0, 0]}
@@ -64,6 +66,7 @@ def test_identical_frames_equal_plain_sampling(comfy, dit):
             assert rel_diff(cross["samples"][k:k + 1], single) <= TOL
 
 
+@pytest.mark.thread_sensitive
 @pytest.mark.parametrize("frames_per_batch", [1, 3])
 def test_windows_equal_whole_clip(comfy, dit, frames_per_batch):
     windowed, _ = vs(comfy, dit, frames_per_batch=frames_per_batch)

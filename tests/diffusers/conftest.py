@@ -45,7 +45,8 @@ for _name, _folder in PACKAGES.items():
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_cpu_thread():
-    """The models are tiny: one thread is fastest and keeps timings steady on a shared 2-core box."""
+    """The models are tiny: one thread is fastest and keeps timings steady on a shared 2-core box. Tests marked
+    thread_sensitive run at the session's count instead (tests/conftest.py)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

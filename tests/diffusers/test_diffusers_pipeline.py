@@ -100,6 +100,7 @@ def test_bank_options_change_nothing_since_windows_record_no_bank(parts, clip, r
 
 
 # -- where the method must not act -------------------------------------------------------------------------------
+@pytest.mark.thread_sensitive
 @pytest.mark.parametrize("frames_per_batch", [0, 3])
 def test_identical_frames_give_the_plain_output(parts, clip, frames_per_batch):
     """Same frame, same control image, same noise for every frame: [first; previous] are copies of the frame's

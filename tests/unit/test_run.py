@@ -118,6 +118,7 @@ def test_recorded_tokens_are_copies_not_views_of_the_batch():
     assert kept.abs().sum() > 0
 
 
+@pytest.mark.thread_sensitive
 @pytest.mark.parametrize("layout,kw", [([1, 0], {}), ([0], {}), ([1, 0], dict(heun=True)),
                                        ([0, 0, 1], dict(split_calls=True)), ([0, 0, 1], {})])
 @pytest.mark.parametrize("frames_per_run", [1, 2, 3, 0])
@@ -156,6 +157,7 @@ def test_conditioning_ids_keep_conds_apart_when_batching_changes(with_ids):
     assert (error < 1e-5) if with_ids else (error > 1e-3)
 
 
+@pytest.mark.thread_sensitive
 def test_split_cond_calls_equal_one_call():
     weights = toy.make_weights()
     x = torch.randn(4, toy.TOKENS, toy.CHANNELS, generator=torch.Generator().manual_seed(4))

@@ -16,6 +16,7 @@ def clip(frames=5, seed=3):
     return torch.randn(frames, toy.TOKENS, toy.CHANNELS, generator=torch.Generator().manual_seed(seed))
 
 
+@pytest.mark.thread_sensitive
 @pytest.mark.parametrize("size", [1, 2, 3])
 @pytest.mark.parametrize("layout,kw", [([1, 0], {}), ([0], {}), ([0, 0, 1], {"split_calls": True}),
                                        ([1, 0], {"heun": True})])
