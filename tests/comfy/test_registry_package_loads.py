@@ -50,12 +50,22 @@ def _served_templates(custom_nodes: Path) -> dict:
 
     # ComfyUI's root first while importing, as when main.py starts: 0.3.64's nodes.py puts comfy/ ahead of it on
     # sys.path, where comfy/utils.py would hide the top-level utils package the route module imports.
+    # An earlier test may already have imported comfy/utils.py under the name `utils` (through that same
+    # sys.path entry, e.g. while core's extra nodes loaded): set it aside while the route module imports the
+    # package, and put it back for whoever holds it.
     root = str(Path(folder_paths.__file__).resolve().parent)
+    shadow = sys.modules.get("utils")
+    if shadow is not None and not hasattr(shadow, "__path__"):
+        del sys.modules["utils"]
+    else:
+        shadow = None
     sys.path.insert(0, root)
     try:
         from app.custom_node_manager import CustomNodeManager
     finally:
         sys.path.remove(root)
+        if shadow is not None:
+            sys.modules["utils"] = shadow
     saved = folder_paths.folder_names_and_paths["custom_nodes"]
     folder_paths.folder_names_and_paths["custom_nodes"] = ([str(custom_nodes)], saved[1])
     try:
